@@ -1,0 +1,85 @@
+"""The one Kafka client factory: every producer, consumer and admin client is made here."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from typing import Any
+
+from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
+from kafka.admin import NewTopic
+from kafka.errors import TopicAlreadyExistsError
+
+from facegate.settings import KafkaSettings
+from schemas.topics import ALL_TOPICS, Topic
+
+log = logging.getLogger(__name__)
+
+
+def make_producer(settings: KafkaSettings, **overrides: Any) -> KafkaProducer:
+    """A producer that waits for the broker's acknowledgement of every record."""
+    config: dict[str, Any] = {
+        **settings.common_config(),
+        "acks": "all",
+        "linger_ms": 0,
+        "retries": 5,
+        "max_request_size": 16 * 1024 * 1024,
+    }
+    config.update(overrides)
+    return KafkaProducer(**config)
+
+
+def make_consumer(
+    settings: KafkaSettings, group_id: str | None, topics: Iterable[str] = (), **overrides: Any
+) -> KafkaConsumer:
+    """A consumer in ``group_id`` that commits only what the caller says it has processed."""
+    config: dict[str, Any] = {
+        **settings.common_config(),
+        "group_id": group_id,
+        "enable_auto_commit": False,
+        "auto_offset_reset": "earliest",
+        "session_timeout_ms": settings.session_timeout_ms,
+        "heartbeat_interval_ms": settings.heartbeat_interval_ms,
+        "max_partition_fetch_bytes": 16 * 1024 * 1024,
+        "fetch_max_bytes": 64 * 1024 * 1024,
+    }
+    config.update(overrides)
+    consumer = KafkaConsumer(**config)
+    topic_list = list(topics)
+    if topic_list:
+        consumer.subscribe(topic_list)
+    return consumer
+
+
+def make_admin(settings: KafkaSettings, **overrides: Any) -> KafkaAdminClient:
+    """An admin client for topic management."""
+    return KafkaAdminClient(**{**settings.common_config(), **overrides})
+
+
+def ensure_topics(
+    settings: KafkaSettings, topics: Iterable[Topic] = ALL_TOPICS, replication_factor: int = 1
+) -> list[str]:
+    """Create every topic that does not exist yet with its partition count; return those created.
+
+    Topics are always created explicitly: brokers that auto-create topics pick their own
+    partition count (tansu uses 4), which would break the keyed ordering per gate.
+    """
+    admin = make_admin(settings)
+    try:
+        existing = set(admin.list_topics())
+        created: list[str] = []
+        for topic in topics:
+            if topic.name in existing:
+                continue
+            try:
+                admin.create_topics(
+                    [NewTopic(topic.name, topic.partitions, replication_factor)],
+                    timeout_ms=10_000,
+                )
+                created.append(topic.name)
+                log.info("created topic %s with %d partitions", topic.name, topic.partitions)
+            except TopicAlreadyExistsError:
+                pass
+        return created
+    finally:
+        admin.close()

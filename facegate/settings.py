@@ -1,0 +1,167 @@
+"""Typed settings: one object per service, every field overridable by ``FACEGATE_*`` variables.
+
+Each connection has its own settings class with its own prefix (``FACEGATE_KAFKA_``,
+``FACEGATE_REDIS_``, ``FACEGATE_S3_``, ``FACEGATE_MLFLOW_``); a service's settings object
+composes the connections it needs.  Values come, in order of precedence, from the constructor,
+the environment, the env file named by ``FACEGATE_ENV_FILE`` (default ``facegate.env`` in the
+working directory, if present), then the defaults below.  The defaults match the ports of the
+local stack (``facegate stack up``), so a fresh checkout needs no configuration.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+# Default ports of the local stack: away from the well-known ones so that a Redis or Kafka
+# already running on this machine is never touched by accident.
+DEFAULT_BROKER_PORT = 19092
+DEFAULT_REDIS_PORT = 16379
+DEFAULT_S3_PORT = 18333
+DEFAULT_MLFLOW_PORT = 15000
+
+# Credentials of the local stack's object store.  Deployments set their own through
+# FACEGATE_S3_ACCESS_KEY / FACEGATE_S3_SECRET_KEY (or files, see README); these exist so that a
+# fresh checkout works offline and are never valid anywhere else.
+LOCAL_S3_ACCESS_KEY = "facegate-local"
+LOCAL_S3_SECRET_KEY = "facegate-local-secret"  # noqa: S105 - local development stack only
+
+
+def env_file() -> str | None:
+    """The env file settings are read from, if it exists."""
+    path = os.environ.get("FACEGATE_ENV_FILE", "facegate.env")
+    return path if Path(path).is_file() else None
+
+
+class _Settings(BaseSettings):
+    model_config = SettingsConfigDict(extra="ignore", env_file_encoding="utf-8")
+
+
+class KafkaSettings(_Settings):
+    """Connection to the Kafka cluster (the local tansu broker or genuine Apache Kafka)."""
+
+    model_config = SettingsConfigDict(env_prefix="FACEGATE_KAFKA_")
+
+    bootstrap_servers: str = f"127.0.0.1:{DEFAULT_BROKER_PORT}"
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
+    sasl_username: str | None = None
+    sasl_password: SecretStr | None = None
+    ssl_cafile: str | None = None
+    ssl_certfile: str | None = None
+    ssl_keyfile: str | None = None
+    client_id: str = "facegate"
+    # tansu makes a group join wait half the session timeout: keep both short (ENVIRONMENT.md).
+    session_timeout_ms: int = 6000
+    heartbeat_interval_ms: int = 1000
+    request_timeout_ms: int = 30000
+
+    def common_config(self) -> dict[str, Any]:
+        """Options shared by kafka-python producers, consumers and admin clients."""
+        config: dict[str, Any] = {
+            "bootstrap_servers": self.bootstrap_servers.split(","),
+            "security_protocol": self.security_protocol,
+            "client_id": self.client_id,
+            "request_timeout_ms": self.request_timeout_ms,
+        }
+        if self.sasl_mechanism:
+            config["sasl_mechanism"] = self.sasl_mechanism
+            config["sasl_plain_username"] = self.sasl_username
+            config["sasl_plain_password"] = (
+                self.sasl_password.get_secret_value() if self.sasl_password else None
+            )
+        for key in ("ssl_cafile", "ssl_certfile", "ssl_keyfile"):
+            value = getattr(self, key)
+            if value:
+                config[key] = value
+        return config
+
+
+class RedisSettings(_Settings):
+    """Connection to the Redis server holding the gallery."""
+
+    model_config = SettingsConfigDict(env_prefix="FACEGATE_REDIS_")
+
+    url: str = f"redis://127.0.0.1:{DEFAULT_REDIS_PORT}/0"
+    password: SecretStr | None = None
+    socket_timeout_s: float = 5.0
+
+
+class ObjectStoreSettings(_Settings):
+    """Connection to the S3-compatible object store (SeaweedFS locally, MinIO or S3 deployed)."""
+
+    model_config = SettingsConfigDict(env_prefix="FACEGATE_S3_")
+
+    endpoint: str = f"127.0.0.1:{DEFAULT_S3_PORT}"
+    access_key: str = LOCAL_S3_ACCESS_KEY
+    secret_key: SecretStr = SecretStr(LOCAL_S3_SECRET_KEY)
+    secure: bool = False
+    region: str = "us-east-1"
+    bucket_feedback: str = "facegate-feedback"
+    bucket_datasets: str = "facegate-datasets"
+    bucket_models: str = "facegate-models"
+    bucket_frames: str = "facegate-frames"
+    bucket_mlflow: str = "facegate-mlflow"
+    bucket_broker: str = "facegate-broker"
+
+    def buckets(self) -> list[str]:
+        """Every bucket FaceGate uses."""
+        return [
+            self.bucket_feedback,
+            self.bucket_datasets,
+            self.bucket_models,
+            self.bucket_frames,
+            self.bucket_mlflow,
+            self.bucket_broker,
+        ]
+
+    def endpoint_url(self) -> str:
+        """The endpoint as a URL, for boto3 and MLflow."""
+        return f"{'https' if self.secure else 'http'}://{self.endpoint}"
+
+
+class MlflowSettings(_Settings):
+    """Connection to the MLflow tracking server and model registry."""
+
+    model_config = SettingsConfigDict(env_prefix="FACEGATE_MLFLOW_")
+
+    tracking_uri: str = f"http://127.0.0.1:{DEFAULT_MLFLOW_PORT}"
+    experiment: str = "facegate"
+    registered_model: str = "facegate-embedder"
+
+
+class StackSettings(_Settings):
+    """The embedded local stack started by ``facegate stack up``."""
+
+    model_config = SettingsConfigDict(env_prefix="FACEGATE_STACK_")
+
+    state_dir: Path = Path(".facegate/stack")
+    host: str = "127.0.0.1"
+    broker_port: int = DEFAULT_BROKER_PORT
+    broker_storage: Literal["memory", "s3"] = "memory"
+    redis_port: int = DEFAULT_REDIS_PORT
+    # "embedded": start our own server; "external": use FACEGATE_REDIS_URL as it is.
+    redis_mode: Literal["embedded", "external"] = "embedded"
+    s3_port: int = DEFAULT_S3_PORT
+    s3_master_port: int = 19333
+    s3_volume_port: int = 18080
+    s3_filer_port: int = 18888
+    mlflow_port: int = DEFAULT_MLFLOW_PORT
+    startup_timeout_s: float = 90.0
+    with_mlflow: bool = True
+    kafka: KafkaSettings = Field(default_factory=lambda: load_settings(KafkaSettings))
+    redis: RedisSettings = Field(default_factory=lambda: load_settings(RedisSettings))
+    s3: ObjectStoreSettings = Field(default_factory=lambda: load_settings(ObjectStoreSettings))
+    mlflow: MlflowSettings = Field(default_factory=lambda: load_settings(MlflowSettings))
+
+
+SettingsT = TypeVar("SettingsT", bound=BaseSettings)
+
+
+def load_settings(cls: type[SettingsT], **overrides: Any) -> SettingsT:
+    """Build a settings object from the environment and the env file, then ``overrides``."""
+    return cls(_env_file=env_file(), **overrides)  # type: ignore[call-arg]

@@ -1,0 +1,176 @@
+"""Start, find and stop the local stack's server processes.
+
+Every process the stack starts gets its own process group and the environment variable
+``FACEGATE_STACK_ID`` set to the stack's state directory.  ``stop`` ends the group, then looks
+for any process still carrying that marker (a server's own children included), so that exactly
+what ``up`` started is stopped and nothing else.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from facegate.errors import StackError
+
+MARKER = "FACEGATE_STACK_ID"
+
+
+@dataclass(frozen=True)
+class RunningProcess:
+    """What the pid file of a started service records."""
+
+    name: str
+    pid: int
+    argv0: str
+    log_file: str
+
+
+def port_is_free(host: str, port: int) -> bool:
+    """Whether ``port`` can be bound on ``host`` right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether a process with this pid exists and is not a zombie."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="utf-8") as stat:
+            state = stat.read().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError, IndexError):
+        return False
+    return state != "Z"
+
+
+def _has_marker(pid: int, stack_id: str) -> bool:
+    try:
+        environ = Path(f"/proc/{pid}/environ").read_bytes()
+    except OSError:
+        return False
+    return f"{MARKER}={stack_id}".encode() in environ.split(b"\0")
+
+
+def marked_pids(stack_id: str) -> list[int]:
+    """Every live process that carries this stack's marker."""
+    own = os.getpid()
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and int(entry.name) != own and _has_marker(int(entry.name), stack_id):
+            if pid_alive(int(entry.name)):
+                found.append(int(entry.name))
+    return found
+
+
+class ProcessTable:
+    """Pid files of the services started under one state directory."""
+
+    def __init__(self, state_dir: Path) -> None:
+        self.state_dir = state_dir
+        self.pid_dir = state_dir / "pids"
+        self.log_dir = state_dir / "logs"
+        self.stack_id = str(state_dir.resolve())
+
+    def log_file(self, name: str) -> Path:
+        return self.log_dir / f"{name}.log"
+
+    def running(self, name: str) -> RunningProcess | None:
+        """The service's process if its pid file names a live process of this stack."""
+        pid_file = self.pid_dir / f"{name}.pid"
+        if not pid_file.is_file():
+            return None
+        record = RunningProcess(**json.loads(pid_file.read_text()))
+        if pid_alive(record.pid) and _has_marker(record.pid, self.stack_id):
+            return record
+        return None
+
+    def start(self, name: str, argv: list[str], env: dict[str, str], cwd: Path) -> RunningProcess:
+        """Start ``argv`` in its own process group, its output appended to the service log."""
+        self.pid_dir.mkdir(parents=True, exist_ok=True)
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        cwd.mkdir(parents=True, exist_ok=True)
+        log_path = self.log_file(name)
+        full_env = {**os.environ, **env, MARKER: self.stack_id}
+        with open(log_path, "ab") as log:
+            log.write(f"\n=== {time.strftime('%F %T')} starting: {' '.join(argv)}\n".encode())
+            log.flush()
+            try:
+                proc = subprocess.Popen(
+                    argv,
+                    cwd=cwd,
+                    env=full_env,
+                    stdin=subprocess.DEVNULL,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                )
+            except OSError as exc:
+                raise StackError(f"{name}: cannot run {argv[0]}: {exc.strerror}") from exc
+        record = RunningProcess(name=name, pid=proc.pid, argv0=argv[0], log_file=str(log_path))
+        (self.pid_dir / f"{name}.pid").write_text(json.dumps(record.__dict__))
+        return record
+
+    def exit_code(self, record: RunningProcess) -> int | None:
+        """The exit code of a process this object started and that has ended, else None."""
+        try:
+            pid, status = os.waitpid(record.pid, os.WNOHANG)
+        except ChildProcessError:
+            return None if pid_alive(record.pid) else -1
+        if pid == 0:
+            return None
+        return os.waitstatus_to_exitcode(status)
+
+    def stop(self, name: str, timeout_s: float = 15.0) -> bool:
+        """Stop the service's process group; return whether anything was running."""
+        record = self.running(name)
+        pid_file = self.pid_dir / f"{name}.pid"
+        if record is None:
+            pid_file.unlink(missing_ok=True)
+            return False
+        _signal_group(record.pid, signal.SIGTERM)
+        deadline = time.monotonic() + timeout_s
+        while pid_alive(record.pid) and time.monotonic() < deadline:
+            self.exit_code(record)
+            time.sleep(0.1)
+        if pid_alive(record.pid):
+            _signal_group(record.pid, signal.SIGKILL)
+        self.exit_code(record)
+        pid_file.unlink(missing_ok=True)
+        return True
+
+    def kill_stragglers(self, timeout_s: float = 5.0) -> list[int]:
+        """End any process still carrying this stack's marker (children that left the group)."""
+        pids = marked_pids(self.stack_id)
+        for pid in pids:
+            _signal(pid, signal.SIGTERM)
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline and any(pid_alive(p) for p in pids):
+            time.sleep(0.1)
+        for pid in pids:
+            if pid_alive(pid):
+                _signal(pid, signal.SIGKILL)
+        return pids
+
+
+def _signal_group(pid: int, sig: signal.Signals) -> None:
+    try:
+        os.killpg(pid, sig)
+    except (ProcessLookupError, PermissionError):
+        _signal(pid, sig)
+
+
+def _signal(pid: int, sig: signal.Signals) -> None:
+    try:
+        os.kill(pid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass

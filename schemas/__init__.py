@@ -1,0 +1,1 @@
+"""The message contract of every FaceGate topic."""

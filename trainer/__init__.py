@@ -1,0 +1,1 @@
+"""Model import and conversion, datasets, training, evaluation, export and registry."""
