@@ -28,7 +28,7 @@ DEFAULT_MLFLOW_PORT = 15000
 # FACEGATE_S3_ACCESS_KEY / FACEGATE_S3_SECRET_KEY (or files, see README); these exist so that a
 # fresh checkout works offline and are never valid anywhere else.
 LOCAL_S3_ACCESS_KEY = "facegate-local"
-LOCAL_S3_SECRET_KEY = "facegate-local-secret"  # noqa: S105 - local development stack only
+LOCAL_S3_SECRET_KEY = "facegate-local-secret"
 
 
 def env_file() -> str | None:

@@ -16,13 +16,17 @@ class Topic:
 
 
 FRAMES = Topic("frames", 8, "gate_id", "camera frames (JPEG + gate, exam, claimed student, time)")
-FRAMES_DLQ = Topic("frames.dlq", 1, "source topic", "messages that could not be processed, with the reason")
+FRAMES_DLQ = Topic(
+    "frames.dlq", 1, "source topic", "messages that could not be processed, with the reason"
+)
 FACES = Topic("faces", 8, "gate_id", "aligned face crops with landmarks and quality")
 VERDICTS = Topic("verdicts", 4, "exam_id", "accept / reject / review with scores and reasons")
 FEEDBACK = Topic("feedback", 2, "exam_id", "proctor decisions on verdicts")
 DRIFT = Topic("drift", 1, "gate_id", "windowed drift reports")
 ENROLLMENTS = Topic("enrollments", 2, "student_id", "gallery changes: enrolments and removals")
-MODEL_EVENTS = Topic("model-events", 1, "model name", "registry alias changes: canary, promote, roll back")
+MODEL_EVENTS = Topic(
+    "model-events", 1, "model name", "registry alias changes: canary, promote, roll back"
+)
 
 ALL_TOPICS: tuple[Topic, ...] = (
     FRAMES,

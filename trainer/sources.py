@@ -53,7 +53,9 @@ def sha256_of(path: Path) -> str:
 
 
 def _cached(package: RegistryPackage) -> Path | None:
-    folder = downloads_dir() / package.registry / f"{package.name.replace('/', '__')}-{package.version}"
+    folder = (
+        downloads_dir() / package.registry / f"{package.name.replace('/', '__')}-{package.version}"
+    )
     files = [p for p in folder.glob("*") if p.is_file()] if folder.is_dir() else []
     return files[0] if len(files) == 1 else None
 
@@ -73,7 +75,9 @@ def fetch(package: RegistryPackage) -> Path:
 
 
 def _download(package: RegistryPackage) -> Path:
-    folder = downloads_dir() / package.registry / f"{package.name.replace('/', '__')}-{package.version}"
+    folder = (
+        downloads_dir() / package.registry / f"{package.name.replace('/', '__')}-{package.version}"
+    )
     with tempfile.TemporaryDirectory(dir=downloads_dir()) as tmp:
         if package.registry == "pypi":
             argv = [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", "-d", tmp]

@@ -1,13 +1,16 @@
 """Start, find and stop the local stack's server processes.
 
 Every process the stack starts gets its own process group and the environment variable
-``FACEGATE_STACK_ID`` set to the stack's state directory.  ``stop`` ends the group, then looks
-for any process still carrying that marker (a server's own children included), so that exactly
-what ``up`` started is stopped and nothing else.
+``FACEGATE_STACK_ID`` set to the stack's state directory.  A pid file records the pid and the
+process's start time, so a recycled pid is never mistaken for ours (the environment is no proof:
+Redis-family servers overwrite it to set their process title).  ``stop`` ends the group, then
+looks for any process still carrying the marker (a server's children that left the group), so
+that exactly what ``up`` started is stopped and nothing else.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -28,6 +31,7 @@ class RunningProcess:
 
     name: str
     pid: int
+    start_time: int
     argv0: str
     log_file: str
 
@@ -43,14 +47,25 @@ def port_is_free(host: str, port: int) -> bool:
     return True
 
 
-def pid_alive(pid: int) -> bool:
-    """Whether a process with this pid exists and is not a zombie."""
+def _stat_fields(pid: int) -> list[str] | None:
+    # Fields after the command name, which may itself contain spaces and parentheses.
     try:
         with open(f"/proc/{pid}/stat", encoding="utf-8") as stat:
-            state = stat.read().rsplit(")", 1)[1].split()[0]
-    except (FileNotFoundError, ProcessLookupError, IndexError):
-        return False
-    return state != "Z"
+            return stat.read().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether a process with this pid exists and is not a zombie."""
+    fields = _stat_fields(pid)
+    return fields is not None and fields[0] != "Z"
+
+
+def start_time(pid: int) -> int:
+    """The process's start time in clock ticks since boot (0 if it is gone)."""
+    fields = _stat_fields(pid)
+    return int(fields[19]) if fields else 0
 
 
 def _has_marker(pid: int, stack_id: str) -> bool:
@@ -64,12 +79,8 @@ def _has_marker(pid: int, stack_id: str) -> bool:
 def marked_pids(stack_id: str) -> list[int]:
     """Every live process that carries this stack's marker."""
     own = os.getpid()
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit() and int(entry.name) != own and _has_marker(int(entry.name), stack_id):
-            if pid_alive(int(entry.name)):
-                found.append(int(entry.name))
-    return found
+    pids = [int(entry.name) for entry in Path("/proc").iterdir() if entry.name.isdigit()]
+    return [p for p in pids if p != own and _has_marker(p, stack_id) and pid_alive(p)]
 
 
 class ProcessTable:
@@ -89,8 +100,11 @@ class ProcessTable:
         pid_file = self.pid_dir / f"{name}.pid"
         if not pid_file.is_file():
             return None
-        record = RunningProcess(**json.loads(pid_file.read_text()))
-        if pid_alive(record.pid) and _has_marker(record.pid, self.stack_id):
+        try:
+            record = RunningProcess(**json.loads(pid_file.read_text()))
+        except (ValueError, TypeError):
+            return None
+        if pid_alive(record.pid) and start_time(record.pid) == record.start_time:
             return record
         return None
 
@@ -116,7 +130,13 @@ class ProcessTable:
                 )
             except OSError as exc:
                 raise StackError(f"{name}: cannot run {argv[0]}: {exc.strerror}") from exc
-        record = RunningProcess(name=name, pid=proc.pid, argv0=argv[0], log_file=str(log_path))
+        record = RunningProcess(
+            name=name,
+            pid=proc.pid,
+            start_time=start_time(proc.pid),
+            argv0=argv[0],
+            log_file=str(log_path),
+        )
         (self.pid_dir / f"{name}.pid").write_text(json.dumps(record.__dict__))
         return record
 
@@ -148,6 +168,16 @@ class ProcessTable:
         pid_file.unlink(missing_ok=True)
         return True
 
+    def live_pids(self) -> set[int]:
+        """Every live process of this stack: those in pid files and those carrying the marker."""
+        recorded = set()
+        if self.pid_dir.is_dir():
+            for pid_file in self.pid_dir.glob("*.pid"):
+                record = self.running(pid_file.stem)
+                if record is not None:
+                    recorded.add(record.pid)
+        return recorded | set(marked_pids(self.stack_id))
+
     def kill_stragglers(self, timeout_s: float = 5.0) -> list[int]:
         """End any process still carrying this stack's marker (children that left the group)."""
         pids = marked_pids(self.stack_id)
@@ -170,7 +200,5 @@ def _signal_group(pid: int, sig: signal.Signals) -> None:
 
 
 def _signal(pid: int, sig: signal.Signals) -> None:
-    try:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
         os.kill(pid, sig)
-    except (ProcessLookupError, PermissionError):
-        pass

@@ -1,0 +1,141 @@
+"""The ``facegate`` command line: one entry point, a subcommand per job."""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import click
+
+from facegate.errors import FacegateError
+from facegate.logging_setup import configure_logging
+from facegate.settings import StackSettings, load_settings
+
+if TYPE_CHECKING:
+    from facegate.stack import LocalStack
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.option("--log-level", default=None, help="DEBUG, INFO, WARNING... (env FACEGATE_LOG_LEVEL).")
+def cli(log_level: str | None) -> None:
+    """FaceGate: real-time face verification for exam check-in.
+
+    A student's ID card gives the claimed identity, a camera gives the face; FaceGate tells the
+    proctor whether they match. Settings come from FACEGATE_* environment variables or the env
+    file named by FACEGATE_ENV_FILE (default ./facegate.env); see the README for every setting.
+    """
+    configure_logging(log_level)
+
+
+# ---- stack ----------------------------------------------------------------------------------
+
+
+@cli.group()
+def stack() -> None:
+    """The embedded local stack: Kafka-protocol broker, Redis, S3 object store, MLflow.
+
+    Every service is a real server installed by `make setup` and started as its own process;
+    data, logs and pid files live under FACEGATE_STACK_STATE_DIR (default .facegate/stack).
+    """
+
+
+def _stack() -> LocalStack:
+    # Imported here so that `facegate --help` stays fast.
+    from facegate.stack import LocalStack
+
+    return LocalStack(load_settings(StackSettings))
+
+
+@stack.command("up")
+@click.option(
+    "--timeout", type=float, default=None, help="Seconds to wait for health (default 90)."
+)
+def stack_up(timeout: float | None) -> None:
+    """Start every service, wait until all are healthy, create topics and buckets."""
+    from facegate.stack import LocalStack
+
+    settings = load_settings(StackSettings)
+    if timeout is not None:
+        settings.startup_timeout_s = timeout
+    started = time.monotonic()
+    endpoints = LocalStack(settings).up(progress=lambda line: click.echo(f"  {line}"))
+    click.echo(f"stack healthy in {time.monotonic() - started:.1f} s; clients reach it with:")
+    for key, value in endpoints.items():
+        click.echo(f"  export {key}={value}")
+
+
+@stack.command("down")
+def stack_down() -> None:
+    """Stop exactly what `stack up` started under the state directory."""
+    stopped = _stack().down()
+    click.echo(f"stopped: {', '.join(stopped)}" if stopped else "nothing was running")
+
+
+@stack.command("status")
+def stack_status() -> None:
+    """Show each service's process, endpoint and health. Exit 1 if any is unhealthy."""
+    rows = _stack().status()
+    click.echo(f"{'service':<8} {'pid':>8}  {'health':<8} {'endpoint':<28} detail")
+    for row in rows:
+        pid = str(row.pid) if row.pid else "-"
+        health = "healthy" if row.healthy else "DOWN"
+        click.echo(f"{row.name:<8} {pid:>8}  {health:<8} {row.endpoint:<28} {row.detail}")
+    if not all(row.healthy for row in rows):
+        sys.exit(1)
+
+
+@stack.command("logs")
+@click.argument("service")
+@click.option("-n", "--lines", default=40, show_default=True, help="Lines from the end.")
+@click.option("-f", "--follow", is_flag=True, help="Keep printing new lines (Ctrl+C to stop).")
+def stack_logs(service: str, lines: int, follow: bool) -> None:
+    """Print the log of SERVICE (broker, redis, s3 or mlflow)."""
+    path: Path = _stack().log_path(service)
+    if not path.is_file():
+        raise FacegateError(f"no log yet for {service} at {path}; has the stack been started?")
+    with open(path, errors="replace") as handle:
+        for line in handle.readlines()[-lines:]:
+            click.echo(line, nl=False)
+        while follow:
+            line = handle.readline()
+            if line:
+                click.echo(line, nl=False)
+            else:
+                time.sleep(0.5)
+
+
+# ---- doctor ---------------------------------------------------------------------------------
+
+
+@cli.command()
+def doctor() -> None:
+    """Check this installation: inference providers, server binaries, models (exit 1 on a fault)."""
+    from facegate.doctor import run_checks
+
+    problems = 0
+    for name, ok, detail in run_checks():
+        click.echo(f"{'ok  ' if ok else 'FAIL'} {name:<28} {detail}")
+        problems += not ok
+    if problems:
+        sys.exit(1)
+
+
+def main() -> None:
+    """Console entry point: user-facing errors become one line, never a traceback."""
+    try:
+        cli(standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except FacegateError as exc:
+        click.echo(f"facegate: error: {exc}", err=True)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        sys.exit(130)

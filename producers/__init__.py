@@ -1,0 +1,1 @@
+"""Camera client, exam-day simulator, record and replay: everything that publishes frames."""

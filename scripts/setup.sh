@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# Create the virtual environment and install FaceGate with everything it runs on.
+# Idempotent: make calls it only when pyproject.toml or this script changed.
+set -euo pipefail
+PYTHON=${PYTHON:-python3.11}
+VENV=${VENV:-.venv}
+
+if ! command -v "$PYTHON" >/dev/null 2>&1; then
+    echo "setup: $PYTHON not found; FaceGate needs Python 3.11 (set PYTHON=/path/to/python3.11)" >&2
+    exit 1
+fi
+if [ ! -x "$VENV/bin/python" ]; then
+    echo "setup: creating $VENV with $($PYTHON --version)"
+    "$PYTHON" -m venv "$VENV"
+fi
+PIP=("$VENV/bin/python" -m pip --disable-pip-version-check)
+"${PIP[@]}" install --quiet --upgrade pip 2>&1 | grep -v "^WARNING: Location" || true
+
+echo "setup: installing FaceGate and its dependencies (the first run takes several minutes)"
+# compat mode: the repository root goes on sys.path, so every top-level package (schemas,
+# producers, stream_processors, inference_worker, trainer) is importable as it is edited.
+"${PIP[@]}" install --quiet -e '.[dev]' --config-settings editable_mode=compat 2>&1 \
+    | grep -v "^WARNING: Location" || true
+"${PIP[@]}" check >/dev/null 2>&1 || "${PIP[@]}" check | grep -v "^No broken" || true
+
+# onnxruntime and onnxruntime-openvino install into the same onnxruntime/ folder: if anything
+# pulled in plain onnxruntime, remove it and reinstall the OpenVINO build over the shared files.
+if "${PIP[@]}" show onnxruntime >/dev/null 2>&1; then
+    echo "setup: removing plain onnxruntime (it overwrites onnxruntime-openvino)"
+    "${PIP[@]}" uninstall --quiet --yes onnxruntime
+    OV_VERSION=$("${PIP[@]}" show onnxruntime-openvino | awk '/^Version:/{print $2}')
+    "${PIP[@]}" install --quiet --no-deps --force-reinstall "onnxruntime-openvino==$OV_VERSION" \
+        2>&1 | grep -v "^WARNING: Location" || true
+fi
+"$VENV/bin/python" - <<'PY'
+import onnxruntime, sys
+providers = onnxruntime.get_available_providers()
+if "OpenVINOExecutionProvider" not in providers:
+    sys.exit(f"setup: OpenVINOExecutionProvider missing after install: {providers}")
+print(f"setup: onnxruntime {onnxruntime.__version__} with {', '.join(providers)}")
+PY
+echo "setup: done; the command line is $VENV/bin/facegate"

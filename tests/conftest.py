@@ -1,0 +1,85 @@
+"""Fixtures shared by the whole suite."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pytest
+
+if TYPE_CHECKING:
+    from facegate.settings import StackSettings
+    from facegate.stack import LocalStack
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def _lfw_path() -> Path:
+    return Path(os.environ.get("FACEGATE_LFW_DIR", REPO_ROOT.parent / "shared" / "data" / "lfw"))
+
+
+@pytest.fixture(scope="session")
+def lfw_dir() -> Path:
+    """Labeled Faces in the Wild from ../shared/data (read-only; never copied into the repo)."""
+    path = _lfw_path()
+    if not (path / "images").is_dir():
+        pytest.skip(f"LFW not found at {path} (set FACEGATE_LFW_DIR)")
+    return path
+
+
+def free_port_block(size: int, start: int = 20000, stop: int = 60000) -> int:
+    """The first port of ``size`` consecutive ports that are all free on 127.0.0.1."""
+    from facegate.stack.process import port_is_free
+
+    port = start
+    while port + size < stop:
+        if all(port_is_free("127.0.0.1", p) for p in range(port, port + size)):
+            return port
+        port += size
+    raise RuntimeError("no free block of ports")
+
+
+def stack_settings_on_free_ports(state_dir: Path, with_mlflow: bool = True) -> StackSettings:
+    """Settings for a private stack: its own state directory and ports nobody else uses."""
+    from facegate.settings import StackSettings
+    from facegate.stack.services import S3_PORT_BLOCK
+
+    base = free_port_block(S3_PORT_BLOCK + 3, start=20000 + (os.getpid() % 200) * 100)
+    return StackSettings(
+        state_dir=state_dir,
+        s3_port=base,
+        redis_port=base + S3_PORT_BLOCK,
+        broker_port=base + S3_PORT_BLOCK + 1,
+        mlflow_port=base + S3_PORT_BLOCK + 2,
+        with_mlflow=with_mlflow,
+        redis_mode="embedded",
+        broker_storage="memory",
+    )
+
+
+@pytest.fixture(scope="session")
+def local_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
+    """The real local stack, started once per test session on free ports, stopped at the end.
+
+    The fresh broker matters: tansu's memory engine never frees data (ENVIRONMENT.md).  The
+    stack's endpoints are exported as FACEGATE_* variables so that every settings object and
+    every subprocess of the session reaches this stack.
+    """
+    from facegate.stack import LocalStack
+
+    settings = stack_settings_on_free_ports(tmp_path_factory.mktemp("stack"))
+    stack = LocalStack(settings)
+    endpoints = stack.up()
+    saved = {key: os.environ.get(key) for key in endpoints}
+    os.environ.update(endpoints)
+    try:
+        yield stack
+    finally:
+        stack.down()
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
