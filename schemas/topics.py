@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from schemas.codec import Message
+
 
 @dataclass(frozen=True)
 class Topic:
@@ -38,3 +40,20 @@ ALL_TOPICS: tuple[Topic, ...] = (
     ENROLLMENTS,
     MODEL_EVENTS,
 )
+
+
+def message_type(topic: Topic) -> type[Message]:
+    """The message definition a topic carries."""
+    from schemas import messages
+
+    types: dict[str, type[Message]] = {
+        FRAMES.name: messages.Frame,
+        FRAMES_DLQ.name: messages.DeadLetter,
+        FACES.name: messages.Face,
+        VERDICTS.name: messages.Verdict,
+        FEEDBACK.name: messages.Feedback,
+        DRIFT.name: messages.DriftReport,
+        ENROLLMENTS.name: messages.Enrollment,
+        MODEL_EVENTS.name: messages.ModelEvent,
+    }
+    return types[topic.name]

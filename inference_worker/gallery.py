@@ -1,0 +1,169 @@
+"""The gallery: enrolled students' face templates in Redis, mirrored in memory for matching.
+
+Redis layout (one namespace per model version, so a model change re-embeds into a fresh one):
+- ``facegate:gallery:{version}:students``: set of enrolled student ids;
+- ``facegate:gallery:{version}:t:{student}``: the student's templates, float32 (k, D) bytes;
+- ``facegate:student:{student}``: hash with ``name`` and ``photo`` (a small JPEG for the console).
+
+Workers load the whole gallery at start and then follow the ``enrollments`` topic, so
+enrolments and removals reach them without a restart; 1:1 matching compares a probe with
+every template of the claimed student, 1:N search compares it with one normalised mean
+template per student (a single matrix product).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+import redis
+
+Vector = npt.NDArray[np.float32]
+
+
+def _key(version: str, *parts: str) -> str:
+    return ":".join(("facegate", "gallery", version, *parts))
+
+
+def student_key(student_id: str) -> str:
+    """The Redis hash of a student's non-biometric details (name, enrolment photo)."""
+    return f"facegate:student:{student_id}"
+
+
+def normalise(rows: Vector) -> Vector:
+    """Rows scaled to unit length."""
+    norms = np.linalg.norm(rows, axis=-1, keepdims=True)
+    scaled: Vector = (rows / np.maximum(norms, 1e-12)).astype(np.float32)
+    return scaled
+
+
+class GalleryStore:
+    """Templates in Redis for one model version."""
+
+    def __init__(self, client: redis.Redis[bytes], model_version: str) -> None:
+        self.client = client
+        self.version = model_version
+
+    def put(self, student_id: str, templates: Vector) -> None:
+        """Store (replace) a student's templates."""
+        data = np.ascontiguousarray(normalise(templates), dtype=np.float32)
+        pipe = self.client.pipeline(transaction=True)
+        pipe.set(_key(self.version, "t", student_id), data.tobytes())
+        pipe.set(_key(self.version, "dim"), str(data.shape[1]))
+        pipe.sadd(_key(self.version, "students"), student_id)
+        pipe.execute()
+
+    def get(self, student_id: str) -> Vector | None:
+        """A student's templates, or None when not enrolled under this model version."""
+        raw = self.client.get(_key(self.version, "t", student_id))
+        if raw is None:
+            return None
+        dim = int(self.client.get(_key(self.version, "dim")) or 0)
+        return np.frombuffer(raw, dtype=np.float32).reshape(-1, dim).copy()
+
+    def remove(self, student_id: str) -> bool:
+        """Delete a student's templates; return whether there were any."""
+        pipe = self.client.pipeline(transaction=True)
+        pipe.delete(_key(self.version, "t", student_id))
+        pipe.srem(_key(self.version, "students"), student_id)
+        deleted, _ = pipe.execute()
+        return bool(deleted)
+
+    def students(self) -> list[str]:
+        """Every student enrolled under this model version."""
+        members = self.client.smembers(_key(self.version, "students"))
+        return sorted(m.decode() if isinstance(m, bytes) else str(m) for m in members)
+
+    def load_all(self) -> dict[str, Vector]:
+        """Every student's templates (read in batches through a pipeline)."""
+        students = self.students()
+        result: dict[str, Vector] = {}
+        for start in range(0, len(students), 1000):
+            chunk = students[start : start + 1000]
+            pipe = self.client.pipeline(transaction=False)
+            for student in chunk:
+                pipe.get(_key(self.version, "t", student))
+            dim = int(self.client.get(_key(self.version, "dim")) or 0)
+            for student, raw in zip(chunk, pipe.execute(), strict=True):
+                if raw is not None:
+                    result[student] = np.frombuffer(raw, dtype=np.float32).reshape(-1, dim).copy()
+        return result
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A gallery student and the probe's similarity to them."""
+
+    student_id: str
+    score: float
+
+
+class GalleryIndex:
+    """The in-memory gallery one worker matches against; safe to update while matching."""
+
+    def __init__(self, dim: int) -> None:
+        self.dim = dim
+        self._lock = threading.Lock()
+        self._templates: dict[str, Vector] = {}
+        self._ids: list[str] = []
+        self._means: Vector = np.zeros((0, dim), dtype=np.float32)
+
+    def __len__(self) -> int:
+        return len(self._ids)
+
+    def __contains__(self, student_id: object) -> bool:
+        return student_id in self._templates
+
+    def replace_all(self, templates: dict[str, Vector]) -> None:
+        """Load a whole gallery at once."""
+        with self._lock:
+            self._templates = {k: normalise(v) for k, v in templates.items()}
+            self._rebuild()
+
+    def upsert(self, student_id: str, templates: Vector) -> None:
+        """Add or replace one student."""
+        with self._lock:
+            self._templates[student_id] = normalise(templates)
+            self._rebuild()
+
+    def remove(self, student_id: str) -> None:
+        """Forget one student."""
+        with self._lock:
+            if self._templates.pop(student_id, None) is not None:
+                self._rebuild()
+
+    def _rebuild(self) -> None:
+        self._ids = sorted(self._templates)
+        if self._ids:
+            means = np.stack([self._templates[s].mean(axis=0) for s in self._ids])
+            self._means = normalise(means)
+        else:
+            self._means = np.zeros((0, self.dim), dtype=np.float32)
+
+    def verify(self, probe: Vector, student_id: str) -> float | None:
+        """1:1: the best cosine similarity of the probe with the student's templates."""
+        templates = self._templates.get(student_id)
+        if templates is None:
+            return None
+        return float(np.max(templates @ probe))
+
+    def search(self, probes: Vector, k: int = 5) -> list[list[Candidate]]:
+        """1:N: the top-k students for each probe (rows of ``probes``), best first."""
+        with self._lock:
+            ids, means = self._ids, self._means
+        if not ids:
+            return [[] for _ in range(len(probes))]
+        scores = probes @ means.T
+        k = min(k, len(ids))
+        top = np.argpartition(-scores, k - 1, axis=1)[:, :k]
+        results = []
+        for row, candidates in zip(scores, top, strict=True):
+            ordered = candidates[np.argsort(-row[candidates])]
+            results.append([Candidate(ids[i], float(row[i])) for i in ordered])
+        return results
+
+    def students(self) -> Iterable[str]:
+        return list(self._ids)
