@@ -122,6 +122,88 @@ def doctor() -> None:
         sys.exit(1)
 
 
+@cli.command()
+@click.option("--students", default=6, show_default=True, help="Students to enrol and check in.")
+@click.option("--gates", default=2, show_default=True, help="Gates (cameras) at the exam hall.")
+@click.option("--exams", default=3, show_default=True, help="Exams during the morning.")
+@click.option("--seed", default=7, show_default=True, help="Seed of the simulated morning.")
+@click.option(
+    "--time-scale",
+    default=240.0,
+    show_default=True,
+    help="Simulated seconds per real second (0: as fast as possible).",
+)
+@click.option(
+    "--profile",
+    type=click.Choice(["gate", "online"]),
+    default="online",
+    show_default=True,
+    help="Worker profile: gate (batch 1) or online (dynamic batching).",
+)
+@click.option(
+    "--roster",
+    "roster_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Photo folder <person>/*.jpg (default: photos from registry packages).",
+)
+@click.option(
+    "--report-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Where truth, report and plots go (default .facegate/reports/<time>).",
+)
+@click.option(
+    "--report-json",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Also write the report as JSON to this file.",
+)
+@click.option("--keep-running", is_flag=True, help="Leave the stack and services running.")
+@click.option(
+    "--timeout",
+    "timeout_s",
+    default=300.0,
+    show_default=True,
+    help="Seconds to wait for services and for the last verdicts.",
+)
+def demo(**kwargs: object) -> None:
+    """The main job: a simulated exam day through the whole real pipeline, ending in a report.
+
+    Starts the local stack, builds and registers the models, enrols real people, runs a stream
+    processor and an embedding worker, replays an exam morning (genuine students, impostors,
+    no-face, several-face, blurred, dark and corrupt frames) through Kafka, and reports
+    verdicts, accuracy against the simulator's truth, latency, throughput and dead letters.
+    """
+    from facegate.demo import DemoOptions, run_demo
+
+    run_demo(DemoOptions(**kwargs), say=click.echo)  # type: ignore[arg-type]
+
+
+def _register_subcommands() -> None:
+    # Each part of FaceGate owns its commands; they are gathered here.
+    from inference_worker.cli import enroll_command, worker_command
+    from stream_processors.cli import stream_processor_command
+    from trainer.evaluation.cli import eval_group
+    from trainer.models_cli import models_group
+
+    for command in (
+        models_group,
+        eval_group,
+        enroll_command,
+        stream_processor_command,
+        worker_command,
+    ):
+        cli.add_command(command)
+
+    from producers.cli import camera_command, record_command, replay_command, simulate_command
+
+    cli.add_command(camera_command)
+    cli.add_command(simulate_command)
+    cli.add_command(record_command)
+    cli.add_command(replay_command)
+
+
+_register_subcommands()
+
+
 def main() -> None:
     """Console entry point: user-facing errors become one line, never a traceback."""
     try:

@@ -41,6 +41,12 @@ class _Settings(BaseSettings):
     model_config = SettingsConfigDict(extra="ignore", env_file_encoding="utf-8")
 
 
+class BaseServiceSettings(_Settings):
+    """Base of every service's settings object (one per service, ``FACEGATE_<SERVICE>_*``)."""
+
+    metrics_port: int | None = None
+
+
 class KafkaSettings(_Settings):
     """Connection to the Kafka cluster (the local tansu broker or genuine Apache Kafka)."""
 

@@ -14,23 +14,31 @@ if [ ! -x "$VENV/bin/python" ]; then
     "$PYTHON" -m venv "$VENV"
 fi
 PIP=("$VENV/bin/python" -m pip --disable-pip-version-check)
-"${PIP[@]}" install --quiet --upgrade pip 2>&1 | grep -v "^WARNING: Location" || true
+LOG="$VENV/setup.log"
+: >"$LOG"
+run_logged() {
+    # pip's output goes to the log; on failure its end is shown with the log's path.
+    if ! "$@" >>"$LOG" 2>&1; then
+        echo "setup: failed: $*" >&2
+        grep -v "^WARNING: Location" "$LOG" | tail -n 25 >&2
+        echo "setup: full log: $LOG" >&2
+        exit 1
+    fi
+}
+run_logged "${PIP[@]}" install --upgrade pip
 
 echo "setup: installing FaceGate and its dependencies (the first run takes several minutes)"
 # compat mode: the repository root goes on sys.path, so every top-level package (schemas,
 # producers, stream_processors, inference_worker, trainer) is importable as it is edited.
-"${PIP[@]}" install --quiet -e '.[dev]' --config-settings editable_mode=compat 2>&1 \
-    | grep -v "^WARNING: Location" || true
-"${PIP[@]}" check >/dev/null 2>&1 || "${PIP[@]}" check | grep -v "^No broken" || true
+run_logged "${PIP[@]}" install -e '.[dev]' --config-settings editable_mode=compat
 
 # onnxruntime and onnxruntime-openvino install into the same onnxruntime/ folder: if anything
 # pulled in plain onnxruntime, remove it and reinstall the OpenVINO build over the shared files.
 if "${PIP[@]}" show onnxruntime >/dev/null 2>&1; then
     echo "setup: removing plain onnxruntime (it overwrites onnxruntime-openvino)"
-    "${PIP[@]}" uninstall --quiet --yes onnxruntime
+    run_logged "${PIP[@]}" uninstall --yes onnxruntime
     OV_VERSION=$("${PIP[@]}" show onnxruntime-openvino | awk '/^Version:/{print $2}')
-    "${PIP[@]}" install --quiet --no-deps --force-reinstall "onnxruntime-openvino==$OV_VERSION" \
-        2>&1 | grep -v "^WARNING: Location" || true
+    run_logged "${PIP[@]}" install --no-deps --force-reinstall "onnxruntime-openvino==$OV_VERSION"
 fi
 "$VENV/bin/python" - <<'PY'
 import onnxruntime, sys

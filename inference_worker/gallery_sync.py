@@ -1,0 +1,72 @@
+"""Keep a worker's in-memory gallery in step with Redis by following the enrollments topic."""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+from kafka import TopicPartition
+
+from facegate.kafka_clients import make_consumer
+from facegate.settings import KafkaSettings
+from inference_worker.gallery import GalleryIndex, GalleryStore
+from schemas.codec import SchemaError, decode
+from schemas.messages import Enrollment
+from schemas.topics import ENROLLMENTS
+
+log = logging.getLogger(__name__)
+
+
+class GallerySync:
+    """Loads the gallery once, then applies enrolments and removals as they are published.
+
+    Each event makes the worker re-read that student's templates from Redis, so replaying
+    events (the topic is read from its beginning; tansu cannot be asked for its end reliably)
+    only ever converges on what Redis holds.
+    """
+
+    def __init__(self, store: GalleryStore, index: GalleryIndex, kafka: KafkaSettings) -> None:
+        self.store = store
+        self.index = index
+        self.kafka = kafka
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._follow, name="gallery-sync", daemon=True)
+        self.applied = 0
+
+    def start(self) -> GallerySync:
+        self.index.replace_all(self.store.load_all())
+        log.info("gallery %s: %d students", self.store.version, len(self.index))
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+    def apply(self, event: Enrollment) -> None:
+        """Bring one student up to date with Redis."""
+        if event.model_version not in (self.store.version, "unknown"):
+            return
+        templates = self.store.get(event.student_id)
+        if templates is None:
+            self.index.remove(event.student_id)
+        else:
+            self.index.upsert(event.student_id, templates)
+        self.applied += 1
+
+    def _follow(self) -> None:
+        consumer = make_consumer(self.kafka, None, consumer_timeout_ms=1000)
+        partitions = consumer.partitions_for_topic(ENROLLMENTS.name) or set()
+        assigned = [TopicPartition(ENROLLMENTS.name, p) for p in sorted(partitions)]
+        consumer.assign(assigned)
+        consumer.seek_to_beginning(*assigned)
+        try:
+            while not self._stop.is_set():
+                for records in consumer.poll(timeout_ms=500).values():
+                    for record in records:
+                        try:
+                            self.apply(decode(record.value, Enrollment))
+                        except SchemaError as error:
+                            log.warning("enrollment event skipped: %s", error)
+        finally:
+            consumer.close()

@@ -1,0 +1,46 @@
+"""Settings of the embedding worker (``FACEGATE_WORKER_*``)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import SettingsConfigDict
+
+from facegate.settings import (
+    BaseServiceSettings,
+    KafkaSettings,
+    MlflowSettings,
+    RedisSettings,
+    load_settings,
+)
+
+
+class InferenceWorkerSettings(BaseServiceSettings):
+    """The consumer group that embeds faces, matches them and publishes verdicts."""
+
+    model_config = SettingsConfigDict(env_prefix="FACEGATE_WORKER_")
+
+    group_id: str = "facegate-inference"
+    # gate: one face at a time, latency first; online: dynamic batching, throughput first.
+    profile: Literal["gate", "online"] = "online"
+    max_batch: int = 32
+    max_wait_ms: int = 20
+    provider: Literal["openvino", "cpu"] = "openvino"
+    threads: int = 1
+    # registry: serve the version behind `model_alias`; local: a built model folder, no MLflow.
+    model_source: Literal["registry", "local"] = "registry"
+    model_alias: str = "champion"
+    local_model: str = "mobilefacenet"
+    local_threshold: float | None = None
+    top_k: int = 5
+    thumbnails: bool = True
+    kafka: KafkaSettings = Field(default_factory=lambda: load_settings(KafkaSettings))
+    redis: RedisSettings = Field(default_factory=lambda: load_settings(RedisSettings))
+    mlflow: MlflowSettings = Field(default_factory=lambda: load_settings(MlflowSettings))
+
+    def batching(self) -> tuple[int, int]:
+        """(max batch, max wait in ms) of the profile."""
+        if self.profile == "gate":
+            return 1, 0
+        return self.max_batch, self.max_wait_ms

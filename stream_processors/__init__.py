@@ -1,0 +1,1 @@
+"""Stream processors: frame decoding, face detection and alignment, quality scoring."""

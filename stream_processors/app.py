@@ -1,0 +1,152 @@
+"""The Faust stream processor: frames in, faces (or dead letters) out; attendance kept.
+
+Two agents:
+- ``analyse_frames`` on ``frames``: each record is decoded, its faces detected, the chosen face
+  aligned and quality-checked in an executor thread (ONNX Runtime and OpenCV release the GIL),
+  so the event loop stays free for heartbeats and rebalances; the result goes to ``faces``
+  keyed by gate (one gate's frames stay in order), or to ``frames.dlq`` with the reason.
+- ``record_attendance`` on ``verdicts``: per-exam attendance in Redis (survives restarts).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import faust
+import redis
+from prometheus_client import start_http_server
+
+from facegate.paths import models_dir
+from inference_worker.embedder import ModelCard
+from schemas.codec import SchemaError, decode, encode
+from schemas.messages import Verdict
+from schemas.topics import FACES, FRAMES, FRAMES_DLQ, VERDICTS
+from stream_processors.attendance import AttendanceTable
+from stream_processors.face_analysis import AlignmentTarget, FaceAnalyzer
+from stream_processors.frame_processor import FrameProcessor, RecordRef
+from stream_processors.metrics import ATTENDANCE_UPDATES, DEAD_LETTERS, STAGE_SECONDS
+from stream_processors.metrics import FRAMES as FRAMES_SEEN
+from stream_processors.settings import StreamProcessorSettings
+from stream_processors.vision.mtcnn import MtcnnConfig, MtcnnDetector
+
+log = logging.getLogger(__name__)
+SERVICE = "stream-processor"
+
+
+def alignment_targets(settings: StreamProcessorSettings) -> list[AlignmentTarget]:
+    """The templates faces are aligned to: the configured models, else the registry's aliases."""
+    names = list(settings.align_models)
+    cards: list[ModelCard] = []
+    if names:
+        cards = [ModelCard.read(models_dir() / name) for name in names]
+    else:
+        from trainer.registry import resolve_alias_cards
+
+        cards = resolve_alias_cards(settings.mlflow)
+    return [AlignmentTarget(c.template_name, c.template, c.input_size) for c in cards]
+
+
+def build_processor(settings: StreamProcessorSettings) -> FrameProcessor:
+    """The frame processor with its detector loaded."""
+    detector = MtcnnDetector(
+        config=MtcnnConfig(
+            min_face_size=settings.min_face_size,
+            max_side=settings.max_side,
+            intra_op_num_threads=settings.detector_threads,
+        )
+    ).load()
+    analyzer = FaceAnalyzer(detector, alignment_targets(settings), policy=settings.face_policy)
+    return FrameProcessor(analyzer, settings.max_pixels, SERVICE)
+
+
+def create_app(settings: StreamProcessorSettings) -> faust.App:
+    """The Faust app with its topics and agents."""
+    kafka = settings.kafka
+    app = faust.App(
+        settings.app_id,
+        broker=[f"kafka://{server}" for server in kafka.bootstrap_servers.split(",")],
+        broker_credentials=_credentials(settings),
+        store="memory://",
+        # tansu makes group joins wait half the session timeout (ENVIRONMENT.md).
+        broker_session_timeout=kafka.session_timeout_ms / 1000,
+        broker_heartbeat_interval=kafka.heartbeat_interval_ms / 1000,
+        consumer_auto_offset_reset="earliest",
+        topic_allow_declare=False,
+        producer_acks=-1,
+        web_port=settings.web_port,
+        web_bind="127.0.0.1",
+    )
+    raw: dict[str, Any] = {"key_type": bytes, "value_type": bytes}
+    raw |= {"key_serializer": "raw", "value_serializer": "raw"}
+    frames_topic = app.topic(FRAMES.name, **raw)
+    faces_topic = app.topic(FACES.name, **raw)
+    dlq_topic = app.topic(FRAMES_DLQ.name, **raw)
+    verdicts_topic = app.topic(VERDICTS.name, **raw)
+    executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="frames")
+    # Models load before the worker joins the group: no record waits on a cold detector.
+    processor = build_processor(settings)
+    attendance = AttendanceTable(redis.Redis.from_url(settings.redis.url))
+    if settings.metrics_port:
+        start_http_server(settings.metrics_port, addr="127.0.0.1")
+
+    @app.agent(frames_topic)
+    async def analyse_frames(stream: faust.StreamT[bytes]) -> None:
+        loop = asyncio.get_running_loop()
+        async for event in stream.events():
+            message = event.message
+            ref = RecordRef(message.topic, message.partition, message.offset, message.key)
+            started = time.perf_counter()
+            result = await loop.run_in_executor(executor, processor.process, event.value, ref)
+            if result.face is not None:
+                face = result.face
+                key = face.gate_id.encode()
+                await faces_topic.send(key=key, value=encode(face))
+                FRAMES_SEEN.labels(face.outcome).inc()
+                for stage, ms in face.timings_ms.items():
+                    STAGE_SECONDS.labels(stage).observe(ms / 1000)
+                STAGE_SECONDS.labels("total").observe(time.perf_counter() - started)
+            elif result.dead_letter is not None:
+                letter = result.dead_letter
+                await dlq_topic.send(key=message.key, value=encode(letter))
+                DEAD_LETTERS.labels(SERVICE, letter.reason).inc()
+                log.warning("dead letter %s: %s", letter.reason, letter.detail)
+
+    @app.agent(verdicts_topic)
+    async def record_attendance(stream: faust.StreamT[bytes]) -> None:
+        loop = asyncio.get_running_loop()
+        async for event in stream.events():
+            try:
+                verdict = decode(event.value, Verdict)
+            except SchemaError as error:
+                message = event.message
+                ref = RecordRef(message.topic, message.partition, message.offset, message.key)
+                letter = processor.dead_letter(event.value, ref, error.reason, error.detail, None)
+                await dlq_topic.send(key=message.key, value=encode(letter))
+                DEAD_LETTERS.labels("attendance", error.reason).inc()
+                continue
+            await loop.run_in_executor(None, attendance.record, verdict)
+            ATTENDANCE_UPDATES.labels(verdict.decision).inc()
+
+    return app
+
+
+def _credentials(settings: StreamProcessorSettings) -> Any:
+    kafka = settings.kafka
+    if kafka.sasl_mechanism and kafka.sasl_password is not None:
+        return faust.SASLCredentials(
+            username=kafka.sasl_username,
+            password=kafka.sasl_password.get_secret_value(),
+            mechanism=kafka.sasl_mechanism,
+        )
+    return None
+
+
+def run(settings: StreamProcessorSettings, loglevel: str = "info") -> None:
+    """Run a stream-processor worker until it is stopped."""
+    app = create_app(settings)
+    worker = faust.Worker(app, loglevel=loglevel)
+    worker.execute_from_commandline()

@@ -1,0 +1,70 @@
+"""Per-exam attendance: who checked in, when, with which verdict.
+
+Kept in Redis (a hash per exam, a field per student) so that it survives any worker restart
+and is shared by every worker of the group.  Updates are idempotent per frame: a verdict
+delivered twice (at-least-once delivery) writes the same field with the same value.  A
+student's entry keeps their latest verdict and the time of their first accepted check-in.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import redis
+
+from schemas.messages import Verdict
+
+
+def _key(exam_id: str) -> str:
+    return f"facegate:attendance:{exam_id}"
+
+
+class AttendanceTable:
+    """Read and update the attendance of exams."""
+
+    # Compare-and-set in one round trip: keep the earliest accepted check-in time.
+    _UPDATE = """
+    local current = redis.call('HGET', KEYS[1], ARGV[1])
+    local entry = cjson.decode(ARGV[2])
+    if current then
+        local old = cjson.decode(current)
+        if old['first_accepted_at'] ~= cjson.null and old['first_accepted_at'] ~= nil then
+            if entry['first_accepted_at'] == cjson.null
+                or old['first_accepted_at'] < entry['first_accepted_at'] then
+                entry['first_accepted_at'] = old['first_accepted_at']
+            end
+        end
+        local new_frame = old['last_frame_id'] ~= entry['last_frame_id']
+        entry['attempts'] = (old['attempts'] or 0) + (new_frame and 1 or 0)
+    end
+    redis.call('HSET', KEYS[1], ARGV[1], cjson.encode(entry))
+    return 1
+    """
+
+    def __init__(self, client: redis.Redis[bytes]) -> None:
+        self.client = client
+        self._script = client.register_script(self._UPDATE)
+
+    def record(self, verdict: Verdict) -> None:
+        """Record a verdict for the claimed student of its exam."""
+        student = verdict.claimed_student_id or f"unclaimed:{verdict.frame_id}"
+        entry: dict[str, Any] = {
+            "student_id": student,
+            "gate_id": verdict.gate_id,
+            "decision": verdict.decision,
+            "reason": verdict.reason,
+            "score": verdict.score,
+            "model_version": verdict.model_version,
+            "last_frame_id": verdict.frame_id,
+            "last_seen_at": verdict.captured_at,
+            "first_accepted_at": verdict.captured_at if verdict.decision == "accept" else None,
+            "attempts": 1,
+        }
+        self._script(keys=[_key(verdict.exam_id)], args=[student, json.dumps(entry)])
+
+    def exam(self, exam_id: str) -> list[dict[str, Any]]:
+        """Every student's entry for an exam, sorted by student id."""
+        raw = self.client.hgetall(_key(exam_id))
+        rows = [json.loads(value) for value in raw.values()]
+        return sorted(rows, key=lambda row: str(row["student_id"]))

@@ -1,0 +1,110 @@
+"""Turn one raw ``frames`` record into a ``faces`` message, or a dead letter with the reason.
+
+Kept free of Kafka and asyncio so that it can run in an executor thread (and be tested alone):
+the Faust agent hands it raw bytes and publishes what it returns.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from schemas.codec import SchemaError, decode
+from schemas.messages import DeadLetter, Face, FaceCrop, Frame, now
+from stream_processors.face_analysis import FaceAnalyzer
+from stream_processors.image_decoding import ImageError, decode_image
+
+
+@dataclass(frozen=True)
+class RecordRef:
+    """Where a record came from (for the dead letter)."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+
+
+@dataclass(frozen=True)
+class FrameResult:
+    """Exactly one of ``face`` and ``dead_letter`` is set."""
+
+    face: Face | None = None
+    dead_letter: DeadLetter | None = None
+
+
+class FrameProcessor:
+    """Decode, analyse and describe one frame."""
+
+    def __init__(self, analyzer: FaceAnalyzer, max_pixels: int, service: str) -> None:
+        self.analyzer = analyzer
+        self.max_pixels = max_pixels
+        self.service = service
+
+    def process(self, raw: bytes | None, ref: RecordRef) -> FrameResult:
+        """The face message for a frame record, or a dead letter saying why there is none."""
+        try:
+            frame = decode(raw, Frame)
+        except SchemaError as error:
+            return self._dead_result(raw, ref, error.reason, error.detail, None)
+        started = time.perf_counter()
+        try:
+            image = decode_image(frame.image, self.max_pixels)
+        except ImageError as error:
+            return self._dead_result(raw, ref, error.reason, error.detail, frame.frame_id)
+        decode_ms = (time.perf_counter() - started) * 1000
+        analysis = self.analyzer.analyze(image)
+        crops = [
+            FaceCrop(
+                template=name,
+                width=crop.shape[1],
+                height=crop.shape[0],
+                pixels=np.ascontiguousarray(crop).tobytes(),
+            )
+            for name, crop in analysis.crops.items()
+        ]
+        face = analysis.face
+        quality = analysis.quality
+        return FrameResult(
+            face=Face(
+                frame_id=frame.frame_id,
+                gate_id=frame.gate_id,
+                exam_id=frame.exam_id,
+                claimed_student_id=frame.claimed_student_id,
+                captured_at=frame.captured_at,
+                outcome=analysis.outcome,  # type: ignore[arg-type]
+                face_count=analysis.face_count,
+                box=list(face.box) if face else None,
+                landmarks=face.landmarks.tolist() if face else None,
+                detection_score=face.score if face else None,
+                quality_ok=bool(quality and quality.ok),
+                quality=dict(quality.scores) if quality else {},
+                quality_reasons=list(quality.reasons) if quality else [],
+                crops=crops,
+                timings_ms={"decode": decode_ms, **analysis.timings_ms},
+            )
+        )
+
+    def _dead_result(
+        self, raw: bytes | None, ref: RecordRef, reason: str, detail: str, frame_id: str | None
+    ) -> FrameResult:
+        return FrameResult(dead_letter=self.dead_letter(raw, ref, reason, detail, frame_id))
+
+    def dead_letter(
+        self, raw: bytes | None, ref: RecordRef, reason: str, detail: str, frame_id: str | None
+    ) -> DeadLetter:
+        """The dead letter of a record this service cannot process, with the record whole."""
+        return DeadLetter(
+            source_topic=ref.topic,
+            partition=ref.partition,
+            offset=ref.offset,
+            key=ref.key,
+            reason=reason,
+            detail=detail,
+            service=self.service,
+            failed_at=now(),
+            payload=raw,
+            frame_id=frame_id,
+        )

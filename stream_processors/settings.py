@@ -1,0 +1,39 @@
+"""Settings of the stream processor (``FACEGATE_STREAM_*``)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import SettingsConfigDict
+
+from facegate.settings import (
+    BaseServiceSettings,
+    KafkaSettings,
+    MlflowSettings,
+    RedisSettings,
+    load_settings,
+)
+
+
+class StreamProcessorSettings(BaseServiceSettings):
+    """The Faust app that turns frames into aligned, quality-checked faces."""
+
+    model_config = SettingsConfigDict(env_prefix="FACEGATE_STREAM_")
+
+    app_id: str = "facegate-stream"
+    # MTCNN: faces smaller than this (in the downscaled frame) are not looked for.
+    min_face_size: int = 40
+    # Frames whose longer side exceeds this are downscaled before detection (gate cameras).
+    max_side: int | None = 640
+    # Decompression-bomb guard: images declaring more pixels are dead-lettered.
+    max_pixels: int = 4096 * 4096
+    face_policy: Literal["largest_central", "review"] = "largest_central"
+    # Embedder models (folders under the models directory) whose templates faces are aligned to;
+    # empty: follow the registry's champion and canary.
+    align_models: list[str] = Field(default_factory=list)
+    detector_threads: int = 1
+    web_port: int = 6066
+    kafka: KafkaSettings = Field(default_factory=lambda: load_settings(KafkaSettings))
+    redis: RedisSettings = Field(default_factory=lambda: load_settings(RedisSettings))
+    mlflow: MlflowSettings = Field(default_factory=lambda: load_settings(MlflowSettings))

