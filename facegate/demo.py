@@ -26,6 +26,7 @@ import redis
 from facegate.errors import FacegateError
 from facegate.exam_report import build_report, collect, format_report
 from facegate.kafka_clients import make_consumer
+from facegate.paths import home_dir, models_dir
 from facegate.settings import (
     KafkaSettings,
     MlflowSettings,
@@ -108,7 +109,6 @@ class VerdictCollector:
 
 def _ensure_champion(mlflow: MlflowSettings) -> str:
     """Register the calibrated champion once and point the champion alias at it."""
-    from facegate.paths import models_dir
     from trainer.calibration import load_calibration
     from trainer.registry import find_version, register_embedder, set_alias
 
@@ -193,7 +193,8 @@ def run_demo(options: DemoOptions, say: Any = print) -> dict[str, Any]:
     say("1/7 local stack: " + ("already running" if already_up else "starting"))
     endpoints = stack.up(progress=lambda line: say(f"    {line}"))
     os.environ.update(endpoints)
-    env = dict(endpoints)
+    # Services run in their own folders: give them this run's absolute home and models.
+    env = {**endpoints, "FACEGATE_HOME": str(home_dir()), "FACEGATE_MODELS_DIR": str(models_dir())}
     report_dir = options.report_dir or (
         stack.state_dir.parent / "reports" / time.strftime("%Y%m%d-%H%M%S")
     )

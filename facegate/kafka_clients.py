@@ -40,6 +40,7 @@ def make_consumer(
         "auto_offset_reset": "earliest",
         "session_timeout_ms": settings.session_timeout_ms,
         "heartbeat_interval_ms": settings.heartbeat_interval_ms,
+        "fetch_max_wait_ms": settings.fetch_max_wait_ms,
         "max_partition_fetch_bytes": 16 * 1024 * 1024,
         "fetch_max_bytes": 64 * 1024 * 1024,
     }

@@ -6,6 +6,7 @@ import logging
 import signal
 from types import FrameType
 
+import cv2
 import redis
 from prometheus_client import start_http_server
 
@@ -22,6 +23,7 @@ log = logging.getLogger(__name__)
 
 def run_worker(settings: InferenceWorkerSettings) -> None:
     """Load the model and gallery, join the consumer group, serve until stopped."""
+    cv2.setNumThreads(1)
     model = load_serving_model(settings)
     client = redis.Redis.from_url(
         settings.redis.url, socket_timeout=settings.redis.socket_timeout_s

@@ -168,7 +168,9 @@ class InferenceWorker:
                 top_by_frame.get(face.frame_id, []),
                 crops.get(face.frame_id),
                 {
-                    "queue": max(0.0, (batch.first_at - face.captured_at) * 1000),
+                    "faces_hop": max(
+                        0.0, (batch.first_at - (face.sent_at or batch.first_at)) * 1000
+                    ),
                     "embed": embed_s * 1000 / max(1, len(crops)),
                     "match": match_s * 1000 / max(1, len(crops)),
                     "batch_size": float(len(crops)),

@@ -114,6 +114,8 @@ class Face(Message):
     quality_reasons: list[str] = Field(default_factory=list)
     crops: list[FaceCrop] = Field(default_factory=list)
     timings_ms: dict[str, float] = Field(default_factory=dict)
+    # When the stream processor sent it (epoch seconds): the worker measures the hop from it.
+    sent_at: float | None = None
 
 
 class Match(BaseModel):

@@ -43,8 +43,14 @@ class FrameProcessor:
         self.max_pixels = max_pixels
         self.service = service
 
-    def process(self, raw: bytes | None, ref: RecordRef) -> FrameResult:
-        """The face message for a frame record, or a dead letter saying why there is none."""
+    def process(
+        self, raw: bytes | None, ref: RecordRef, received_at: float | None = None
+    ) -> FrameResult:
+        """The face message for a frame record, or a dead letter saying why there is none.
+
+        ``received_at`` (epoch seconds) is when the record reached this service; the time since
+        the frame was published is reported as the ``frames_hop`` stage.
+        """
         try:
             frame = decode(raw, Frame)
         except SchemaError as error:
@@ -55,6 +61,9 @@ class FrameProcessor:
         except ImageError as error:
             return self._dead_result(raw, ref, error.reason, error.detail, frame.frame_id)
         decode_ms = (time.perf_counter() - started) * 1000
+        hop = {}
+        if received_at is not None:
+            hop["frames_hop"] = max(0.0, (received_at - frame.published_at) * 1000)
         analysis = self.analyzer.analyze(image)
         crops = [
             FaceCrop(
@@ -83,7 +92,11 @@ class FrameProcessor:
                 quality=dict(quality.scores) if quality else {},
                 quality_reasons=list(quality.reasons) if quality else [],
                 crops=crops,
-                timings_ms={"decode": decode_ms, **analysis.timings_ms},
+                timings_ms={
+                    **hop,
+                    "decode": decode_ms,
+                    **analysis.timings_ms,
+                },
             )
         )
 

@@ -1,0 +1,1 @@
+"""Face detection, alignment, quality checks and face choice, independent of Kafka."""
