@@ -125,11 +125,11 @@ def doctor() -> None:
 @cli.command()
 @click.option("--students", default=6, show_default=True, help="Students to enrol and check in.")
 @click.option("--gates", default=2, show_default=True, help="Gates (cameras) at the exam hall.")
-@click.option("--exams", default=3, show_default=True, help="Exams during the morning.")
+@click.option("--exams", default=5, show_default=True, help="Exams during the morning.")
 @click.option("--seed", default=7, show_default=True, help="Seed of the simulated morning.")
 @click.option(
     "--time-scale",
-    default=240.0,
+    default=600.0,
     show_default=True,
     help="Simulated seconds per real second (0: as fast as possible).",
 )

