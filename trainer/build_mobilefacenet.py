@@ -16,13 +16,12 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import numpy.typing as npt
-import onnxruntime as ort
 import torch
 
 from facegate.errors import FacegateError
 from facegate.paths import downloads_dir, models_dir
+from trainer.model_build import intact_card, smooth_random_images
+from trainer.model_build import verify_onnx as check_onnx
 from trainer.models.mobilefacenet import (
     EMBEDDING_DIM,
     INPUT_MEAN,
@@ -59,7 +58,7 @@ def build_mobilefacenet(out_dir: Path | None = None) -> dict[str, Any]:
     out_dir = Path(out_dir) if out_dir is not None else models_dir() / MODEL_NAME
     # The pinned checksum is what fetch() enforces, so an intact build needs no download.
     archive_sha256 = MOBILEFACENET_TFLITE.sha256 or sha256_of(fetch(MOBILEFACENET_TFLITE))
-    existing = _intact_card(out_dir, archive_sha256)
+    existing = intact_card(out_dir, archive_sha256)
     if existing is not None:
         log.info("%s is up to date in %s", MODEL_NAME, out_dir)
         return existing
@@ -97,48 +96,10 @@ def build_mobilefacenet(out_dir: Path | None = None) -> dict[str, Any]:
     return card
 
 
-def _intact_card(out_dir: Path, archive_sha256: str) -> dict[str, Any] | None:
-    """The existing card if it describes this archive and the files on disk still match it."""
-    card_path, onnx_path = out_dir / "card.json", out_dir / "model.onnx"
-    if not (card_path.is_file() and onnx_path.is_file() and (out_dir / "model.pt").is_file()):
-        return None
-    card: dict[str, Any] = json.loads(card_path.read_text(encoding="utf-8"))
-    if card.get("archive_sha256") != archive_sha256:
-        return None
-    return card if card.get("onnx_sha256") == sha256_of(onnx_path) else None
-
-
 def verify_onnx(model: MobileFaceNet, onnx_path: Path) -> dict[str, float]:
     """Compare ONNX Runtime with PyTorch at batch 1 and 4; raises if they disagree."""
-    images = _smooth_random_images(5, seed=0)
-    session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
-    with torch.no_grad():
-        expected = model.eval()(torch.from_numpy(images)).numpy()
-    got = np.concatenate(
-        [session.run(["embedding"], {"input": batch})[0] for batch in (images[:1], images[1:])]
-    )
-    if got.shape != (len(images), EMBEDDING_DIM):
-        raise FacegateError(f"{onnx_path}: ONNX output shape {got.shape}")
-    max_diff = float(np.abs(expected - got).max())
-    cosine = float(np.min(cosines(expected, got)))
-    if max_diff > MAX_ABS_DIFF or cosine < MIN_COSINE:
-        raise FacegateError(
-            f"{onnx_path}: ONNX disagrees with PyTorch (max diff {max_diff}, cosine {cosine:.6f})"
-        )
-    return {"max_abs_diff_vs_pytorch": max_diff, "min_cosine_vs_pytorch": cosine}
-
-
-def _smooth_random_images(count: int, seed: int) -> npt.NDArray[np.float32]:
-    # Blocky random images keep activations nearer a photo's range than white noise does.
-    rng = np.random.default_rng(seed)
-    coarse = rng.uniform(0, 255, size=(count, 3, 14, 14)).astype(np.float32)
-    return np.repeat(np.repeat(coarse, INPUT_SIZE // 14, axis=2), INPUT_SIZE // 14, axis=3)
-
-
-def cosines(a: npt.NDArray[np.float32], b: npt.NDArray[np.float32]) -> npt.NDArray[np.float64]:
-    """Row-wise cosine similarity of two (N, D) arrays."""
-    dots = (a.astype(np.float64) * b).sum(axis=1)
-    return np.asarray(dots / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)))
+    images = smooth_random_images(5, INPUT_SIZE, blocks=14, seed=0)
+    return check_onnx(model, onnx_path, images, EMBEDDING_DIM, MAX_ABS_DIFF, MIN_COSINE)
 
 
 def main() -> None:

@@ -24,10 +24,10 @@ from trainer.build_dlib import (
     RESNET_FILE,
     SHAPE_PREDICTOR_5_FILE,
     build_dlib_embedder,
-    cosines,
     extract_dlib_file,
 )
 from trainer.derive_dlib_template import centre_most, sample_lfw_images
+from trainer.model_build import cosines
 from trainer.models.dlib_resnet import DlibResNet
 from trainer.models.templates import DLIB_150_TEMPLATE
 from trainer.sources import sha256_of

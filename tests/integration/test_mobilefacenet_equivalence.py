@@ -23,7 +23,8 @@ import onnxruntime as ort
 import pytest
 import torch
 
-from trainer.build_mobilefacenet import build_mobilefacenet, cosines, mobilefacenet_tflite_path
+from trainer.build_mobilefacenet import build_mobilefacenet, mobilefacenet_tflite_path
+from trainer.model_build import cosines
 from trainer.models.mobilefacenet import EMBEDDING_DIM, INPUT_SIZE, MobileFaceNet
 from trainer.sources import sha256_of
 

@@ -223,3 +223,25 @@ def lfw_command(
         _track(use_mlflow, f"eval-lfw-{result['model']}", params, result, json_path)
 
     _run(action)
+
+
+@eval_group.command("cost")
+@click.option(
+    "--lfw-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="LFW folder for real faces (default: FACEGATE_LFW_DIR or ../shared/data/lfw).",
+)
+@click.option("--rounds", default=5, show_default=True, help="Timed rounds; the best is kept.")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path))
+def cost_command(lfw_dir: Path | None, rounds: int, json_path: Path | None) -> None:
+    """Embedding cost per face at batch 1, 8 and 32, per embedder and execution provider."""
+    from trainer.evaluation.embed_cost import measure
+
+    result = measure(lfw_dir or default_lfw_dir(), rounds=rounds)
+    click.echo(f"ms per face, one thread, {result['faces']} real faces, best of {rounds}:")
+    for key, row in result["results"].items():
+        costs = "  ".join(f"b{size} {ms:6.2f}" for size, ms in row["ms_per_face"].items())
+        click.echo(f"  {key:<26} {costs}   (ran on {row['active_provider']})")
+    if json_path:
+        _write_json(result, json_path)
