@@ -52,13 +52,21 @@ def _stack() -> LocalStack:
 @click.option(
     "--timeout", type=float, default=None, help="Seconds to wait for health (default 90)."
 )
-def stack_up(timeout: float | None) -> None:
+@click.option(
+    "--with-monitoring",
+    is_flag=True,
+    help="Also run Prometheus (Debian package `prometheus`) scraping FaceGate's services "
+    "(FACEGATE_STACK_WITH_MONITORING).",
+)
+def stack_up(timeout: float | None, with_monitoring: bool) -> None:
     """Start every service, wait until all are healthy, create topics and buckets."""
     from facegate.stack import LocalStack
 
     settings = load_settings(StackSettings)
     if timeout is not None:
         settings.startup_timeout_s = timeout
+    if with_monitoring:
+        settings.with_monitoring = True
     started = time.monotonic()
     endpoints = LocalStack(settings).up(progress=lambda line: click.echo(f"  {line}"))
     click.echo(f"stack healthy in {time.monotonic() - started:.1f} s; clients reach it with:")
@@ -91,7 +99,7 @@ def stack_status() -> None:
 @click.option("-n", "--lines", default=40, show_default=True, help="Lines from the end.")
 @click.option("-f", "--follow", is_flag=True, help="Keep printing new lines (Ctrl+C to stop).")
 def stack_logs(service: str, lines: int, follow: bool) -> None:
-    """Print the log of SERVICE (broker, redis, s3 or mlflow)."""
+    """Print the log of SERVICE (broker, redis, s3, mlflow or prometheus)."""
     path: Path = _stack().log_path(service)
     if not path.is_file():
         raise FacegateError(f"no log yet for {service} at {path}; has the stack been started?")
@@ -179,7 +187,7 @@ def demo(**kwargs: object) -> None:
 
 def _register_subcommands() -> None:
     # Each part of FaceGate owns its commands; they are gathered here.
-    from inference_worker.cli import enroll_command, worker_command
+    from inference_worker.cli import enroll_command, unenroll_command, worker_command
     from stream_processors.cli import stream_processor_command
     from trainer.evaluation.cli import eval_group
     from trainer.models_cli import models_group
@@ -188,6 +196,7 @@ def _register_subcommands() -> None:
         models_group,
         eval_group,
         enroll_command,
+        unenroll_command,
         stream_processor_command,
         worker_command,
     ):

@@ -66,3 +66,13 @@ def enroll_command(
         click.echo(f"  not enrolled: {student}: {why}")
     if json_path:
         json_path.write_text(json.dumps(summary.as_dict(), indent=2))
+
+
+@click.command("unenroll")
+@click.argument("students", nargs=-1, required=True)
+def unenroll_command(students: tuple[str, ...]) -> None:
+    """Remove STUDENTS' face templates from the gallery; workers drop them without a restart."""
+    from inference_worker.enrollment_service import unenroll_students
+
+    removed = unenroll_students(list(students))
+    click.echo(f"removed {len(removed)} of {len(students)}: {', '.join(removed) or 'none'}")

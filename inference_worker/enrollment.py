@@ -164,3 +164,30 @@ def _jpeg(crop: np.ndarray) -> bytes:
         ".jpg", cv2.cvtColor(crop, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 85]
     )
     return data.tobytes() if ok else b""
+
+
+def unenroll(
+    student_ids: Iterable[str],
+    versions: Iterable[str],
+    client: redis.Redis[bytes],
+    producer: KafkaProducer | None,
+) -> list[str]:
+    """Remove students' templates under every version and tell the workers; return those removed."""
+    removed = []
+    versions = list(versions)
+    for student in student_ids:
+        found = [GalleryStore(client, v).remove(student) for v in versions]
+        if not any(found):
+            continue
+        removed.append(student)
+        if producer is not None:
+            for version in versions:
+                event = Enrollment(
+                    student_id=student,
+                    action="removed",
+                    model_version=version,
+                    template_count=0,
+                    at=now(),
+                )
+                producer.send(ENROLLMENTS.name, key=student.encode(), value=encode(event)).get(30)
+    return removed

@@ -68,3 +68,17 @@ def enroll_roster(
         bar.close()
         producer.close()
         client.close()
+
+
+def unenroll_students(student_ids: list[str]) -> list[str]:
+    """Remove students from the gallery of every serving model version."""
+    from inference_worker.enrollment import unenroll
+
+    versions = list(serving_pipelines(load_settings(MlflowSettings)))
+    client = redis.Redis.from_url(load_settings(RedisSettings).url)
+    producer = make_producer(load_settings(KafkaSettings))
+    try:
+        return unenroll(student_ids, versions, client, producer)
+    finally:
+        producer.close()
+        client.close()

@@ -5,16 +5,19 @@ from __future__ import annotations
 import logging
 import threading
 
-from kafka import TopicPartition
+from kafka import KafkaProducer, TopicPartition
+from kafka.consumer.fetcher import ConsumerRecord
 
 from facegate.kafka_clients import make_consumer
+from facegate.metrics import DEAD_LETTERS
 from facegate.settings import KafkaSettings
 from inference_worker.gallery import GalleryIndex, GalleryStore
-from schemas.codec import SchemaError, decode
-from schemas.messages import Enrollment
-from schemas.topics import ENROLLMENTS
+from schemas.codec import SchemaError, decode, encode
+from schemas.messages import DeadLetter, Enrollment, now
+from schemas.topics import ENROLLMENTS, FRAMES_DLQ
 
 log = logging.getLogger(__name__)
+SERVICE = "gallery-sync"
 
 
 class GallerySync:
@@ -25,10 +28,18 @@ class GallerySync:
     only ever converges on what Redis holds.
     """
 
-    def __init__(self, store: GalleryStore, index: GalleryIndex, kafka: KafkaSettings) -> None:
+    def __init__(
+        self,
+        store: GalleryStore,
+        index: GalleryIndex,
+        kafka: KafkaSettings,
+        producer: KafkaProducer | None = None,
+    ) -> None:
         self.store = store
         self.index = index
         self.kafka = kafka
+        # Where unreadable events go (the dead-letter topic); None only in tests without Kafka.
+        self.producer = producer
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._follow, name="gallery-sync", daemon=True)
         self.applied = 0
@@ -67,6 +78,24 @@ class GallerySync:
                         try:
                             self.apply(decode(record.value, Enrollment))
                         except SchemaError as error:
-                            log.warning("enrollment event skipped: %s", error)
+                            self._dead_letter(record, error)
         finally:
             consumer.close()
+
+    def _dead_letter(self, record: ConsumerRecord, error: SchemaError) -> None:
+        log.warning("unreadable enrollment event: %s", error)
+        DEAD_LETTERS.labels(SERVICE, error.reason).inc()
+        if self.producer is None:
+            return
+        letter = DeadLetter(
+            source_topic=record.topic,
+            partition=record.partition,
+            offset=record.offset,
+            key=record.key,
+            reason=error.reason,
+            detail=error.detail,
+            service=SERVICE,
+            failed_at=now(),
+            payload=record.value,
+        )
+        self.producer.send(FRAMES_DLQ.name, key=record.key, value=encode(letter)).get(timeout=30)
