@@ -19,8 +19,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import redis
-
 from facegate.exam_report import build_report, collect, format_report
 from facegate.pipeline import (
     SERVICES,
@@ -30,6 +28,7 @@ from facegate.pipeline import (
     start_service,
     wait_until_serving,
 )
+from facegate.redis_client import make_redis
 from facegate.settings import (
     KafkaSettings,
     MlflowSettings,
@@ -153,7 +152,7 @@ def run_demo(options: DemoOptions, say: Any = print) -> dict[str, Any]:
 def _attendance(truth: list[dict[str, Any]]) -> dict[str, dict[str, int]]:
     from stream_processors.attendance import AttendanceTable
 
-    table = AttendanceTable(redis.Redis.from_url(load_settings(RedisSettings).url))
+    table = AttendanceTable(make_redis(load_settings(RedisSettings)))
     result = {}
     for exam in sorted({row["exam_id"] for row in truth}):
         rows = table.exam(exam)

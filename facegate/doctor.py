@@ -29,6 +29,24 @@ def _torch() -> str:
     return f"torch {torch.__version__}, {torch.get_num_threads()} threads"
 
 
+def _models() -> str:
+    from facegate.paths import models_dir
+    from trainer.build_models import BUILDERS
+
+    missing = [name for name in BUILDERS if not (models_dir() / name / "card.json").is_file()]
+    if missing:
+        raise FacegateError(f"not built: {', '.join(missing)}; run `make models`")
+    return f"{', '.join(BUILDERS)} in {models_dir()}"
+
+
+def _calibration() -> str:
+    from trainer.calibration import load_calibration
+
+    calibration = load_calibration()
+    threshold = calibration.threshold_for(calibration.champion)
+    return f"champion {calibration.champion}, threshold {threshold:.4f}"
+
+
 def run_checks() -> Iterator[tuple[str, bool, str]]:
     """Yield (check, passed, detail) for each part of the installation."""
     from facegate.stack import binaries
@@ -40,6 +58,8 @@ def run_checks() -> Iterator[tuple[str, bool, str]]:
         ("redis binary (valkey)", _binary(binaries.valkey_binary)),
         ("object store (weed)", _binary(binaries.weed_binary)),
         ("mlflow", _binary(binaries.mlflow_binary)),
+        ("models", _models),
+        ("calibration", _calibration),
     ]
     for name, check in checks:
         try:

@@ -85,9 +85,17 @@ class VerdictCollector:
 
 
 def ensure_champion(mlflow: MlflowSettings) -> str:
-    """Register the calibrated champion once and point the champion alias at it."""
+    """The champion's version; on a registry without one, register the calibrated champion.
+
+    A champion that is already set is left alone: promotions and roll-backs made through the
+    registry are never undone here.
+    """
     from trainer.calibration import load_calibration
-    from trainer.registry import find_version, register_embedder, set_alias
+    from trainer.registry import champion_version, find_version, register_embedder, set_alias
+
+    current = champion_version(mlflow)
+    if current is not None:
+        return current
 
     calibration = load_calibration()
     model_dir = models_dir() / calibration.champion

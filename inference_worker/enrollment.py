@@ -177,6 +177,8 @@ def unenroll(
     versions = list(versions)
     for student in student_ids:
         found = [GalleryStore(client, v).remove(student) for v in versions]
+        # The enrolment photo is biometric data too: it goes with the templates.
+        found.append(bool(client.delete(student_key(student))))
         if not any(found):
             continue
         removed.append(student)

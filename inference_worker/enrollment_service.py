@@ -5,11 +5,11 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-import redis
 from tqdm import tqdm
 
 from facegate.kafka_clients import make_producer
 from facegate.paths import models_dir
+from facegate.redis_client import make_redis
 from facegate.settings import KafkaSettings, MlflowSettings, RedisSettings, load_settings
 from inference_worker.embedder import Embedder
 from inference_worker.enrollment import (
@@ -55,7 +55,7 @@ def enroll_roster(
     """Enrol a roster into every serving model version, with a progress bar."""
     entries = read_roster(path, limit) if isinstance(path, Path) else path
     pipelines = serving_pipelines(load_settings(MlflowSettings))
-    client = redis.Redis.from_url(load_settings(RedisSettings).url)
+    client = make_redis(load_settings(RedisSettings))
     producer = make_producer(load_settings(KafkaSettings))
     bar = tqdm(total=len(entries), desc="enrolling", unit="student")
 
@@ -75,7 +75,7 @@ def unenroll_students(student_ids: list[str]) -> list[str]:
     from inference_worker.enrollment import unenroll
 
     versions = list(serving_pipelines(load_settings(MlflowSettings)))
-    client = redis.Redis.from_url(load_settings(RedisSettings).url)
+    client = make_redis(load_settings(RedisSettings))
     producer = make_producer(load_settings(KafkaSettings))
     try:
         return unenroll(student_ids, versions, client, producer)

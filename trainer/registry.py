@@ -126,6 +126,15 @@ def find_version(settings: MlflowSettings, onnx_sha256: str) -> str | None:
     return None
 
 
+def champion_version(settings: MlflowSettings, alias: str = "champion") -> str | None:
+    """The version behind ``alias``, or None when the alias (or the model) does not exist."""
+    try:
+        version = _client(settings).get_model_version_by_alias(settings.registered_model, alias)
+    except MlflowException:
+        return None
+    return str(version.version)
+
+
 def set_alias(settings: MlflowSettings, alias: str, version: str) -> None:
     """Point ``alias`` at ``version`` (the only way a model is promoted or rolled back)."""
     if alias not in ALIASES:

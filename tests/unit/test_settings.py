@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,14 @@ from facegate.settings import (
     StackSettings,
     load_settings,
 )
+
+
+@pytest.fixture(autouse=True)
+def _no_facegate_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Other tests of the session export their stack's endpoints; these tests start clean.
+    for key in list(os.environ):
+        if key.startswith("FACEGATE_"):
+            monkeypatch.delenv(key)
 
 
 def test_defaults_reach_the_local_stack() -> None:
