@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.facegate-installed
 
 .DEFAULT_GOAL := help
-.PHONY: help setup models demo test test-all lint typecheck bench clean stack-up stack-down
+.PHONY: help setup models demo test test-all lint typecheck clean stack-up stack-down
 
 help:  ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-11s %s\n", $$1, $$2}'

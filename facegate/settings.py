@@ -38,13 +38,20 @@ def env_file() -> str | None:
 
 
 class _Settings(BaseSettings):
-    model_config = SettingsConfigDict(extra="ignore", env_file_encoding="utf-8")
+    # An empty variable means "not set": deployment files (docker-compose, Helm) pass every
+    # optional setting, e.g. FACEGATE_KAFKA_SASL_MECHANISM, empty when it is not used.
+    model_config = SettingsConfigDict(
+        extra="ignore", env_file_encoding="utf-8", env_ignore_empty=True
+    )
 
 
 class BaseServiceSettings(_Settings):
     """Base of every service's settings object (one per service, ``FACEGATE_<SERVICE>_*``)."""
 
     metrics_port: int | None = None
+    # Where the metrics endpoint listens: loopback on a workstation; 0.0.0.0 in containers,
+    # where Prometheus and the orchestrator's probes reach it from outside the process.
+    metrics_host: str = "127.0.0.1"
 
 
 class KafkaSettings(_Settings):
@@ -157,12 +164,16 @@ class StackSettings(_Settings):
     # "embedded": start our own server; "external": use FACEGATE_REDIS_URL as it is.
     redis_mode: Literal["embedded", "external"] = "embedded"
     s3_port: int = DEFAULT_S3_PORT
-    s3_master_port: int = 19333
-    s3_volume_port: int = 18080
-    s3_filer_port: int = 18888
     mlflow_port: int = DEFAULT_MLFLOW_PORT
     startup_timeout_s: float = 90.0
     with_mlflow: bool = True
+    # `stack up --with-monitoring`: a Prometheus (Debian package) scraping FaceGate's services.
+    with_monitoring: bool = False
+    prometheus_port: int = 19090
+    # The metrics ports FaceGate's services use beside the local stack (`stack up` exports
+    # them as FACEGATE_STREAM_METRICS_PORT and FACEGATE_WORKER_METRICS_PORT for the shell).
+    stream_metrics_port: int = 19101
+    worker_metrics_port: int = 19102
     kafka: KafkaSettings = Field(default_factory=lambda: load_settings(KafkaSettings))
     redis: RedisSettings = Field(default_factory=lambda: load_settings(RedisSettings))
     s3: ObjectStoreSettings = Field(default_factory=lambda: load_settings(ObjectStoreSettings))

@@ -7,12 +7,13 @@ import signal
 from types import FrameType
 
 import cv2
-import redis
 from prometheus_client import start_http_server
 
 from facegate.kafka_clients import make_consumer, make_producer
+from facegate.redis_client import make_redis
 from inference_worker.gallery import GalleryIndex, GalleryStore
 from inference_worker.gallery_sync import GallerySync
+from inference_worker.metrics import describe_serving_model
 from inference_worker.serving_model import load_serving_model
 from inference_worker.settings import InferenceWorkerSettings
 from inference_worker.worker import InferenceWorker
@@ -25,17 +26,15 @@ def run_worker(settings: InferenceWorkerSettings) -> None:
     """Load the model and gallery, join the consumer group, serve until stopped."""
     cv2.setNumThreads(1)
     model = load_serving_model(settings)
-    client = redis.Redis.from_url(
-        settings.redis.url, socket_timeout=settings.redis.socket_timeout_s
-    )
+    client = make_redis(settings.redis)
     store = GalleryStore(client, model.version)
     index = GalleryIndex(model.embedder.card.embedding_dim)
-    sync = GallerySync(store, index, settings.kafka).start()
+    producer = make_producer(settings.kafka)
+    sync = GallerySync(store, index, settings.kafka, producer).start()
     max_batch, max_wait_ms = settings.batching()
     consumer = make_consumer(
         settings.kafka, settings.group_id, [FACES.name], max_poll_records=max_batch
     )
-    producer = make_producer(settings.kafka)
     worker = InferenceWorker(
         model,
         index,
@@ -53,8 +52,10 @@ def run_worker(settings: InferenceWorkerSettings) -> None:
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
+    alias = settings.model_alias if settings.model_source == "registry" else "local"
+    describe_serving_model(model.name, model.version, alias, lambda: len(index))
     if settings.metrics_port:
-        start_http_server(settings.metrics_port, addr="127.0.0.1")
+        start_http_server(settings.metrics_port, addr=settings.metrics_host)
     try:
         worker.run()
     finally:

@@ -23,7 +23,7 @@ from kafka.consumer.fetcher import ConsumerRecord
 from facegate.metrics import DEAD_LETTERS
 from inference_worker.decision import decide
 from inference_worker.gallery import GalleryIndex
-from inference_worker.metrics import BATCH_SIZE, STAGE_SECONDS
+from inference_worker.metrics import BATCH_SIZE, STAGE_SECONDS, KafkaLag, record_verdict
 from inference_worker.serving_model import ServingModel
 from schemas.codec import SchemaError, decode, encode
 from schemas.messages import DeadLetter, Face, Match, Verdict, now
@@ -84,6 +84,7 @@ class InferenceWorker:
         self.thumbnails = thumbnails
         self.stopping = threading.Event()
         self.verdicts_published = 0
+        self.lag = KafkaLag(consumer, str(getattr(consumer, "config", {}).get("group_id")))
 
     def run(self) -> None:
         """Process batches until ``stopping`` is set."""
@@ -96,6 +97,7 @@ class InferenceWorker:
         )
         while not self.stopping.is_set():
             batch = self.next_batch()
+            self.lag.update()
             if batch.records:
                 self.handle(batch)
 
@@ -161,6 +163,7 @@ class InferenceWorker:
         STAGE_SECONDS.labels("embed", version).observe(embed_s)
         STAGE_SECONDS.labels("match", version).observe(match_s)
         futures = []
+        verdicts: list[Verdict] = []
         for face in faces:
             verdict = self._verdict(
                 face,
@@ -176,11 +179,14 @@ class InferenceWorker:
                     "batch_size": float(len(crops)),
                 },
             )
+            verdicts.append(verdict)
             futures.append(
                 self.producer.send(VERDICTS.name, key=face.exam_id.encode(), value=encode(verdict))
             )
         for future in futures:
             future.get(timeout=30)
+        for verdict in verdicts:
+            record_verdict(verdict)
         self.producer.flush()
         self.consumer.commit()
         self.verdicts_published += len(faces)

