@@ -5,20 +5,18 @@ a PyTorch module (no TensorFlow: :mod:`trainer.importers.tflite_graph` reads the
 save its state dict, export ONNX with a dynamic batch axis, check ONNX Runtime against PyTorch,
 and write ``card.json``.  Running it again is a no-op while the card and its files are intact.
 
-    python -m trainer.build_mobilefacenet [OUT_DIR]
+Run it with ``facegate models build --only NAME``.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import sys
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from facegate.errors import FacegateError
 from facegate.paths import downloads_dir, models_dir
 from trainer.model_build import intact_card, smooth_random_images
 from trainer.model_build import verify_onnx as check_onnx
@@ -100,18 +98,3 @@ def verify_onnx(model: MobileFaceNet, onnx_path: Path) -> dict[str, float]:
     """Compare ONNX Runtime with PyTorch at batch 1 and 4; raises if they disagree."""
     images = smooth_random_images(5, INPUT_SIZE, blocks=14, seed=0)
     return check_onnx(model, onnx_path, images, EMBEDDING_DIM, MAX_ABS_DIFF, MIN_COSINE)
-
-
-def main() -> None:
-    """Command-line entry: build into the given folder or the default models folder."""
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    out = Path(sys.argv[1]) if len(sys.argv) > 1 else None
-    try:
-        card = build_mobilefacenet(out)
-    except FacegateError as exc:
-        sys.exit(f"error: {exc}")
-    print(json.dumps({k: card[k] for k in ("name", "onnx_sha256", "onnx_check")}, indent=2))
-
-
-if __name__ == "__main__":
-    main()

@@ -77,8 +77,3 @@ def build_mtcnn(out_dir: Path | None = None) -> dict[str, Any]:
     (target / CARD_NAME).write_text(json.dumps(card, indent=2) + "\n", encoding="utf-8")
     log.info("installed MTCNN from %s into %s", MTCNN_ONNX.label, target)
     return card
-
-
-if __name__ == "__main__":
-    logging.basicConfig(level=logging.INFO)
-    print(json.dumps(build_mtcnn(), indent=2))

@@ -115,9 +115,7 @@ def read_mtcnn_files(model_dir: Path) -> dict[str, bytes]:
     """The three ONNX files of an installed detector, checked against its card."""
     card_path = model_dir / "card.json"
     if not card_path.is_file():
-        raise FacegateError(
-            f"no MTCNN model in {model_dir}; run `python -m trainer.build_mtcnn` first"
-        )
+        raise FacegateError(f"no MTCNN model in {model_dir}; run `facegate models build` first")
     card = json.loads(card_path.read_text(encoding="utf-8"))
     models: dict[str, bytes] = {}
     for net in NETS:
