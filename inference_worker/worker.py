@@ -22,7 +22,7 @@ from kafka.consumer.fetcher import ConsumerRecord
 
 from facegate.metrics import DEAD_LETTERS
 from inference_worker.decision import decide
-from inference_worker.gallery import GalleryIndex
+from inference_worker.gallery import Candidate, GalleryIndex
 from inference_worker.metrics import BATCH_SIZE, STAGE_SECONDS, KafkaLag, record_verdict
 from inference_worker.serving_model import ServingModel
 from schemas.codec import SchemaError, decode, encode
@@ -130,26 +130,24 @@ class InferenceWorker:
         """Verdicts for a batch, published and acknowledged, then the offsets committed."""
         started = time.perf_counter()
         faces: list[Face] = []
+        crops: dict[str, npt.NDArray[np.uint8]] = {}
         for record in batch.records:
             try:
-                faces.append(decode(record.value, Face))
+                face = decode(record.value, Face)
             except SchemaError as error:
                 self._dead_letter(record, error.reason, error.detail)
-        crops: dict[str, npt.NDArray[np.uint8]] = {}
-        for face in list(faces):
-            if face.outcome != "face":
                 continue
-            crop = crop_array(face, self.model.template_name)
-            if crop is None:
-                # The stream processor aligned this face for other models only: a deployment
-                # mismatch, kept whole in the dead-letter topic rather than guessed at.
-                faces.remove(face)
-                record = next(r for r in batch.records if _frame_id(r) == face.frame_id)
-                self._dead_letter(
-                    record, "missing_template_crop", f"no crop for {self.model.template_name}"
-                )
-            else:
+            if face.outcome == "face":
+                crop = crop_array(face, self.model.template_name)
+                if crop is None:
+                    # The stream processor aligned this face for other models only: a
+                    # deployment mismatch, kept whole in the dead-letter topic, not guessed at.
+                    self._dead_letter(
+                        record, "missing_template_crop", f"no crop for {self.model.template_name}"
+                    )
+                    continue
                 crops[face.frame_id] = crop
+            faces.append(face)
         embed_started = time.perf_counter()
         embeddings = self.model.embedder.embed(list(crops.values()))
         embed_s = time.perf_counter() - embed_started
@@ -187,7 +185,7 @@ class InferenceWorker:
             future.get(timeout=30)
         for verdict in verdicts:
             record_verdict(verdict)
-        self.producer.flush()
+        # Every verdict is acknowledged by the broker: only now may the offsets move on.
         self.consumer.commit()
         self.verdicts_published += len(faces)
         STAGE_SECONDS.labels("batch_total", version).observe(time.perf_counter() - started)
@@ -196,7 +194,7 @@ class InferenceWorker:
         self,
         face: Face,
         embedding: npt.NDArray[np.float32] | None,
-        top: list,  # type: ignore[type-arg]
+        top: list[Candidate],
         crop: npt.NDArray[np.uint8] | None,
         worker_timings: dict[str, float],
     ) -> Verdict:
@@ -250,10 +248,3 @@ class InferenceWorker:
         self.producer.send(FRAMES_DLQ.name, key=record.key, value=encode(letter)).get(timeout=30)
         DEAD_LETTERS.labels(SERVICE, reason).inc()
         log.warning("dead letter %s: %s", reason, detail)
-
-
-def _frame_id(record: ConsumerRecord) -> str | None:
-    try:
-        return decode(record.value, Face).frame_id
-    except SchemaError:
-        return None

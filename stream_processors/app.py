@@ -112,8 +112,9 @@ def create_app(settings: StreamProcessorSettings) -> faust.App:
         consumer_auto_offset_reset="earliest",
         topic_allow_declare=False,
         producer_acks=-1,
-        web_port=settings.web_port,
-        web_bind="127.0.0.1",
+        # Faust's own web server is not used (metrics are served by prometheus_client): off, so
+        # that several processors on one host need no port each.
+        web_enabled=False,
     )
     raw: dict[str, Any] = {"key_type": bytes, "value_type": bytes}
     raw |= {"key_serializer": "raw", "value_serializer": "raw"}

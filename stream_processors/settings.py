@@ -33,7 +33,6 @@ class StreamProcessorSettings(BaseServiceSettings):
     # empty: follow the registry's champion and canary.
     align_models: list[str] = Field(default_factory=list)
     detector_threads: int = 1
-    web_port: int = 6066
     kafka: KafkaSettings = Field(default_factory=lambda: load_settings(KafkaSettings))
     redis: RedisSettings = Field(default_factory=lambda: load_settings(RedisSettings))
     mlflow: MlflowSettings = Field(default_factory=lambda: load_settings(MlflowSettings))
