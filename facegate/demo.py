@@ -66,7 +66,7 @@ def run_demo(options: DemoOptions, say: Any = print) -> dict[str, Any]:
     from producers.publisher import FramePublisher
     from producers.roster import demo_photo_folder, load_roster
     from producers.settings import ProducerSettings
-    from producers.simulator import exam_morning, plan_exam_day, publish_exam_day
+    from producers.simulator import Exam, exam_morning, plan_exam_day, publish_exam_day
     from trainer.build_models import build_all
 
     stack_settings = load_settings(StackSettings)
@@ -105,11 +105,15 @@ def run_demo(options: DemoOptions, say: Any = print) -> dict[str, Any]:
         say(f"    serving after {warm:.1f} s")
 
         enrolled = [s for s in roster.students if s.student_id in summary.enrolled]
+        # Exams of this run get their own ids, so a stack kept running between demos keeps each
+        # run's attendance apart.
+        run_tag = report_dir.name
+        exams = [Exam(f"{run_tag}-{e.exam_id}", e.starts_at_s) for e in exam_morning(options.exams)]
         plan = plan_exam_day(
             enrolled,
             roster.outsiders,
             [f"gate-{i + 1}" for i in range(options.gates)],
-            exam_morning(options.exams),
+            exams,
             options.seed,
         )
         say(
@@ -117,6 +121,7 @@ def run_demo(options: DemoOptions, say: Any = print) -> dict[str, Any]:
             f"(1 s here = {options.time_scale:.0f} s of the morning)"
         )
         truth_path = report_dir / "truth.jsonl"
+        published_from = time.time()
         with FramePublisher(load_settings(ProducerSettings)) as publisher:
             publish_exam_day(plan, publisher, options.time_scale, truth_path)
         truth = [json.loads(line) for line in truth_path.read_text().splitlines() if line]
@@ -127,7 +132,13 @@ def run_demo(options: DemoOptions, say: Any = print) -> dict[str, Any]:
 
         say("7/7 report")
         observed = collect(collector.verdicts, collector.dead_letters)
-        unmatched = Counter(d.reason for d in collector.dead_letters if d.frame_id is None)
+        # Dead letters without a frame id (unreadable envelopes) count when they came during
+        # this run; the topic is read from its beginning and may hold older ones.
+        unmatched = Counter(
+            d.reason
+            for d in collector.dead_letters
+            if d.frame_id is None and d.failed_at >= published_from
+        )
         report = build_report(truth, observed, unmatched)
         report["attendance"] = _attendance(truth)
         report["enrollment"] = summary.as_dict()

@@ -165,6 +165,12 @@ def format_report(report: dict[str, Any]) -> str:
         lines.append(
             f"  {kind:<15} {row['correct']:>4}/{row['frames']:<4} {_pct(row['accuracy']):>8}"
         )
+    if report.get("attendance"):
+        lines.append("attendance (from the stream processor's table in Redis):")
+        for exam, row in report["attendance"].items():
+            lines.append(
+                f"  {exam:<28} {row['checked_in']:>3} checked in of {row['students_seen']} seen"
+            )
     latency = report["latency_ms"]
     lines += [
         "",
