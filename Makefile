@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.facegate-installed
 
 .DEFAULT_GOAL := help
-.PHONY: help setup models photos demo test test-all lint typecheck clean stack-up stack-down
+.PHONY: help setup models photos demo test test-all bench lint typecheck clean stack-up stack-down
 
 help:  ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-11s %s\n", $$1, $$2}'
@@ -34,6 +34,9 @@ test: setup  ## Set up if needed, then lint and run the test suite (everything b
 
 test-all: setup  ## The whole suite, slow evaluation runs included
 	@$(BIN)/pytest -m ''
+
+bench: setup  ## Benchmark models, pipeline and baselines against the targets (reports/bench.json)
+	@$(BIN)/facegate bench --json reports/bench.json
 
 lint: $(STAMP)  ## ruff lint and format check
 	@$(BIN)/ruff check . && $(BIN)/ruff format --check .

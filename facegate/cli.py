@@ -209,6 +209,15 @@ def _register_subcommands() -> None:
     cli.add_command(record_command)
     cli.add_command(replay_command)
 
+    from bench.cli import bench_command
+
+    cli.add_command(bench_command)
+
+    from console.cli import console_command, feedback_consumer_command
+
+    cli.add_command(console_command)
+    cli.add_command(feedback_consumer_command)
+
 
 _register_subcommands()
 

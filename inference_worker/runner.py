@@ -9,6 +9,7 @@ from types import FrameType
 import cv2
 from prometheus_client import start_http_server
 
+from facegate.heartbeat import Heartbeat
 from facegate.kafka_clients import make_consumer, make_producer
 from facegate.redis_client import make_redis
 from inference_worker.gallery import GalleryIndex, GalleryStore
@@ -56,9 +57,11 @@ def run_worker(settings: InferenceWorkerSettings) -> None:
     describe_serving_model(model.name, model.version, alias, lambda: len(index))
     if settings.metrics_port:
         start_http_server(settings.metrics_port, addr=settings.metrics_host)
+    heartbeat = Heartbeat(client, "worker").start()
     try:
         worker.run()
     finally:
+        heartbeat.stop()
         sync.stop()
         consumer.close()
         producer.close()

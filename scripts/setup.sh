@@ -29,7 +29,7 @@ run_logged "${PIP[@]}" install --upgrade pip
 
 echo "setup: installing FaceGate and its dependencies (the first run takes several minutes)"
 # compat mode: the repository root goes on sys.path, so every top-level package (schemas,
-# producers, stream_processors, inference_worker, trainer) is importable as it is edited.
+# producers, stream_processors, inference_worker, trainer, console) is importable as it is edited.
 run_logged "${PIP[@]}" install -e '.[dev]' --config-settings editable_mode=compat
 
 # onnxruntime and onnxruntime-openvino install into the same onnxruntime/ folder: if anything
@@ -68,6 +68,24 @@ if ! command -v promtool >/dev/null 2>&1; then
     else
         echo "setup: note: promtool not found; as root, \`apt-get install prometheus\` adds it" \
              "(deployment tests skip without it)"
+    fi
+fi
+# The proctor console's browser tests (tests/e2e/test_console_browser.py) drive Debian's
+# chromium through Playwright; Playwright's own browser downloads are never used. Without it
+# those tests are skipped.
+if [ ! -x /usr/bin/chromium ]; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+        echo "setup: installing Debian's chromium package (browser tests of the console)"
+        APT_LOG="$VENV/apt.log"
+        if ! { apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+                apt-get install -y -qq --no-install-recommends chromium; } >"$APT_LOG" 2>&1; then
+            echo "setup: failed: apt-get install chromium" >&2
+            tail -n 15 "$APT_LOG" >&2
+            exit 1
+        fi
+    else
+        echo "setup: note: /usr/bin/chromium not found; as root, \`apt-get install chromium\`" \
+             "adds it (the console's browser tests skip without it)"
     fi
 fi
 echo "setup: done; the command line is $VENV/bin/facegate"

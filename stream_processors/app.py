@@ -20,6 +20,7 @@ import cv2
 import faust
 from prometheus_client import start_http_server
 
+from facegate.heartbeat import Heartbeat
 from facegate.paths import models_dir
 from facegate.redis_client import make_redis
 from inference_worker.embedder import ModelCard
@@ -125,7 +126,10 @@ def create_app(settings: StreamProcessorSettings) -> faust.App:
     executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="frames")
     # Models load before the worker joins the group: no record waits on a cold detector.
     processor = build_processor(settings)
-    attendance = AttendanceTable(make_redis(settings.redis))
+    redis_client = make_redis(settings.redis)
+    attendance = AttendanceTable(redis_client)
+    # Started with the process; a killed processor's key expires on its own.
+    Heartbeat(redis_client, "stream-processor").start()
     if settings.metrics_port:
         start_http_server(settings.metrics_port, addr=settings.metrics_host)
 

@@ -27,7 +27,12 @@ PROVISIONING_DIR = REPO / "monitoring" / "grafana" / "provisioning"
 DOCKERFILE = REPO / "docker" / "Dockerfile"
 
 # Every module that defines metrics a FaceGate service serves.
-METRICS_MODULES = ("facegate.metrics", "stream_processors.metrics", "inference_worker.metrics")
+METRICS_MODULES = (
+    "facegate.metrics",
+    "stream_processors.metrics",
+    "inference_worker.metrics",
+    "console.metrics",
+)
 # Series Prometheus makes itself for every target.
 PROMETHEUS_SERIES = frozenset({"up", "scrape_duration_seconds", "scrape_samples_scraped"})
 
@@ -236,6 +241,7 @@ def facegate_variable_names() -> set[str]:
     """Every FACEGATE_* variable FaceGate reads: settings fields and names used in the code."""
     from pydantic_settings import BaseSettings
 
+    from console.settings import ConsoleSettings
     from facegate import settings as core
     from inference_worker.settings import InferenceWorkerSettings
     from producers.settings import ProducerSettings
@@ -250,6 +256,7 @@ def facegate_variable_names() -> set[str]:
         StreamProcessorSettings,
         InferenceWorkerSettings,
         ProducerSettings,
+        ConsoleSettings,
     ]
     names = set()
     for cls in classes:

@@ -75,14 +75,14 @@ def test_schema_validation_fails_on_a_broken_manifest(tmp_path: Path) -> None:
     template.write_text(text)
     documents = checks.render_chart(chart)
     problems = checks.manifest_problems(documents, KUBE_VERSIONS[-1])
-    # Both Deployments lose their required containerPort.
-    assert len(problems) == 2 and all("containerPort" in p for p in problems), problems
+    # Every Deployment (stream processor, worker, feedback consumer) loses its containerPort.
+    assert len(problems) == 3 and all("containerPort" in p for p in problems), problems
 
 
 def test_pods_run_as_non_root_on_a_read_only_root() -> None:
     documents = checks.render_chart(checks.CHART_DIR, EVERYTHING_ON)
     workloads = _by_kind(documents, "Deployment") + _by_kind(documents, "Job")
-    assert len(workloads) == 3
+    assert len(workloads) == 4  # three Deployments and the topics Job
     for workload in workloads:
         pod = workload["spec"]["template"]["spec"]
         assert pod["securityContext"]["runAsNonRoot"] is True
@@ -133,7 +133,7 @@ def test_service_monitors_scrape_the_metrics_port_under_the_compose_job_names() 
     documents = checks.render_chart(checks.CHART_DIR, EVERYTHING_ON)
     services = {s["metadata"]["name"]: s for s in _by_kind(documents, "Service")}
     monitors = _by_kind(documents, "ServiceMonitor")
-    assert len(monitors) == 2
+    assert len(monitors) == 3
     jobs = set()
     for monitor in monitors:
         assert monitor["apiVersion"] == "monitoring.coreos.com/v1"

@@ -7,7 +7,7 @@ intra-op thread, best-of-N rounds after a warm-up: the figure that says whether 
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -16,20 +16,22 @@ import numpy as np
 from facegate.paths import models_dir
 
 
-def _aligned_faces(lfw_dir: Path, count: int) -> dict[str, list[np.ndarray]]:
+def _aligned_faces(
+    photos: Iterable[Path], count: int, models: Sequence[str] | None = None
+) -> dict[str, list[np.ndarray]]:
     from inference_worker.embedder import ModelCard
     from stream_processors.face_analysis import AlignmentTarget, FaceAnalyzer
     from stream_processors.vision.mtcnn import MtcnnDetector
     from trainer.build_models import EMBEDDERS
     from trainer.evaluation.embedding import decode_image
 
-    cards = [ModelCard.read(models_dir() / name) for name in EMBEDDERS]
+    cards = [ModelCard.read(models_dir() / name) for name in (models or EMBEDDERS)]
     targets = [AlignmentTarget(c.template_name, c.template, c.input_size) for c in cards]
     analyzer = FaceAnalyzer(
         MtcnnDetector(models_dir() / "mtcnn").load(), targets, dominance_ratio=1.0
     )
     crops: dict[str, list[np.ndarray]] = {c.name: [] for c in cards}
-    for path in sorted((lfw_dir / "images").glob("*/*_0001.jpg")):
+    for path in photos:
         image = decode_image(path)
         if image is None:
             continue
@@ -50,9 +52,21 @@ def measure(
     rounds: int = 5,
 ) -> dict[str, Any]:
     """Milliseconds per face for each embedder, provider and batch size (best of ``rounds``)."""
+    photos = sorted((lfw_dir / "images").glob("*/*_0001.jpg"))
+    return measure_photos(photos, batch_sizes, providers, rounds)
+
+
+def measure_photos(
+    photos: Iterable[Path],
+    batch_sizes: Sequence[int] = (1, 8, 32),
+    providers: Sequence[str] = ("openvino", "cpu"),
+    rounds: int = 5,
+    models: Sequence[str] | None = None,
+) -> dict[str, Any]:
+    """:func:`measure` on any photos (the benchmark uses the demo's), for some or all embedders."""
     from inference_worker.embedder import Embedder
 
-    faces = _aligned_faces(lfw_dir, max(batch_sizes) * 2)
+    faces = _aligned_faces(photos, max(batch_sizes) * 2, models)
     results: dict[str, Any] = {}
     for name, crops in faces.items():
         for provider in providers:

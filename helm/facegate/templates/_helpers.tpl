@@ -65,5 +65,8 @@ job name (the same job names as docker-compose's scrape configuration, which the
 {{- if .Values.worker.enabled -}}
 {{- $_ := set $components "inference-worker" (dict "values" .Values.worker "command" (list "worker") "group" .Values.worker.groupId "job" "facegate-inference-worker" "prefix" "FACEGATE_WORKER_") -}}
 {{- end -}}
+{{- if .Values.feedbackConsumer.enabled -}}
+{{- $_ := set $components "feedback-consumer" (dict "values" .Values.feedbackConsumer "command" (list "feedback-consumer") "group" .Values.feedbackConsumer.groupId "job" "facegate-feedback-consumer" "prefix" "FACEGATE_CONSOLE_") -}}
+{{- end -}}
 {{- toJson $components -}}
 {{- end -}}

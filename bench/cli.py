@@ -1,0 +1,118 @@
+"""``facegate bench``: every figure of issue 8 in one run on this machine, against its targets."""
+
+from __future__ import annotations
+
+import os
+import platform
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import click
+
+
+@dataclass(frozen=True)
+class BenchPlan:
+    """How much each part measures (bounded, so that the whole run has a known length)."""
+
+    frames: int
+    batch_sizes: tuple[int, ...]
+    search_queries: int
+    gate_requests: int
+    online_requests: int
+    naive_requests: int
+    clients: int = 8
+    gallery_sizes: tuple[int, ...] = (1_000, 10_000, 100_000)
+
+
+# The students enrolled from the demo photos; their probe photos are the frames of every part.
+STUDENTS = 6
+FULL = BenchPlan(60, (1, 2, 4, 8, 16), 500, 100, 600, 240)
+QUICK = BenchPlan(16, (1, 8), 100, 20, 80, 40)
+
+
+def machine() -> dict[str, Any]:
+    """What the figures were measured on."""
+    model = "unknown CPU"
+    try:
+        with open("/proc/cpuinfo") as handle:
+            for line in handle:
+                if line.startswith("model name"):
+                    model = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    cores = len(os.sched_getaffinity(0))
+    return {
+        "nproc": cores,
+        "cpu_model": model,
+        "python": platform.python_version(),
+        "description": f"{cores} cores ({model}), Linux {platform.release()}",
+    }
+
+
+def run_bench(plan: BenchPlan, say: Any = print) -> dict[str, Any]:
+    """Measure everything; the results dict (targets included, no files written)."""
+    from bench.baseline import run_naive
+    from bench.models import model_only_bound, probe_frames, provider_cost, search_cost
+    from bench.pipeline import run_pipeline
+    from bench.stats import compute_targets
+    from producers.roster import demo_photo_folder
+    from trainer.build_models import build_all
+
+    started = time.monotonic()
+    results: dict[str, Any] = {"machine": machine(), "plan": plan.__dict__}
+    say(f"machine: {results['machine']['description']}")
+    say("1/6 models (built once) and the demo photos")
+    build_all()
+    photos = demo_photo_folder()
+    # Every part runs on the same frames: the probe photos of the students the pipeline enrols.
+    checkins = probe_frames(photos, STUDENTS)
+    frames = checkins[: plan.frames]
+    say(f"2/6 model-only bound on {len(frames)} frames, batches {plan.batch_sizes}")
+    results["model_only"] = model_only_bound(frames, plan.batch_sizes)
+    say(f"3/6 1:N search, galleries of {plan.gallery_sizes}")
+    results["search_ms"] = search_cost(plan.gallery_sizes, plan.search_queries)
+    say("4/6 OpenVINO against the CPU execution provider")
+    results["providers"] = provider_cost(checkins, (1, 8))
+    say("5/6 pipeline through a private local stack")
+    pipeline = run_pipeline(
+        photos, STUDENTS, checkins, plan.gate_requests, plan.online_requests, plan.clients, say
+    )
+    results.update(pipeline)
+    say(f"6/6 naive one-at-a-time HTTP service, {plan.clients} clients")
+    results["naive"] = run_naive(checkins, plan.clients, plan.naive_requests)
+    bound = results["model_only"]
+    results["targets"] = compute_targets(
+        online_fps=results["online"]["throughput_fps"],
+        model_bound_fps=bound["bound_fps"],
+        naive_fps=results["naive"]["throughput_fps"],
+        gate_p50_ms=results["gate"]["end_to_end_ms"]["p50"],
+        model_frame_ms=bound["frame_ms_batch1"],
+        search_p99_ms={int(k): v["p99"] for k, v in results["search_ms"].items()},
+        search_p50_ms={int(k): v["p50"] for k, v in results["search_ms"].items()},
+        peak_rss_mb=results["peak_rss_mb"],
+    )
+    results["duration_s"] = round(time.monotonic() - started, 1)
+    return results
+
+
+@click.command("bench")
+@click.option(
+    "--json",
+    "json_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=Path("reports/bench.json"),
+    show_default=True,
+    help="Where the JSON goes; the Markdown table and histogram PNGs go next to it.",
+)
+@click.option("--quick", is_flag=True, help="A 1-2 minute smoke run with small frame counts.")
+def bench_command(json_path: Path, quick: bool) -> None:
+    """Benchmark models, pipeline profiles, a naive baseline, 1:N search and memory."""
+    from bench.report import figure_rows, text_table, write_outputs
+
+    results = run_bench(QUICK if quick else FULL, say=click.echo)
+    files = write_outputs(results, json_path)
+    click.echo(text_table(figure_rows(results)))
+    click.echo(f"files: {', '.join(files.values())} ({results['duration_s']} s)")

@@ -1,0 +1,200 @@
+"""What the models alone can do on this machine: the bound the pipeline is compared with.
+
+Each figure is measured in this process on one core (one ONNX Runtime and one OpenCV thread),
+on the demo's registry-package photos, with the production detector settings of the stream
+processor (minimum face size, frame downscaling) and the production embedder.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from bench.stats import latency_summary, percentile
+
+EMBEDDER = "mobilefacenet"
+ROSTER_SEED = 7
+
+
+@dataclass(frozen=True)
+class BenchFrame:
+    """A representative frame: the JPEG a gate camera publishes, and the student it claims."""
+
+    path: Path
+    student_id: str
+    jpeg: bytes
+
+
+def usable_cores() -> int:
+    """The cores this process may run on (the pipeline's services share them)."""
+    return len(os.sched_getaffinity(0))
+
+
+def probe_frames(folder: Path, students: int) -> list[BenchFrame]:
+    """Genuine check-ins: the probe photos of the roster's students, taken in turn per student.
+
+    The roster is the one the pipeline enrols (same folder, count and seed), so the frames are
+    the same in every part of the benchmark.
+    """
+    from producers.roster import load_roster
+
+    roster = load_roster(folder, students, seed=ROSTER_SEED, min_enroll=2)
+    frames: list[BenchFrame] = []
+    longest = max(len(s.probe_photos) for s in roster.students)
+    for rank in range(longest):
+        for student in roster.students:
+            if rank < len(student.probe_photos):
+                path = student.probe_photos[rank]
+                frames.append(BenchFrame(path, student.student_id, path.read_bytes()))
+    return frames
+
+
+def model_only_bound(
+    frames: Sequence[BenchFrame], batch_sizes: Sequence[int], rounds: int = 5
+) -> dict[str, Any]:
+    """Decode + detect + align (+ quality) per frame, embed per face at each batch size.
+
+    Throughput per core at batch b is ``1000 / (front_ms + embed_ms[b])`` with ``front_ms`` the
+    mean per-frame cost of everything before the embedder (each frame's best of ``rounds``).
+    ``stage_ms`` summarises every round.
+    """
+    import cv2
+
+    from facegate.paths import models_dir
+    from inference_worker.embedder import Embedder
+    from stream_processors.face_analysis import AlignmentTarget, FaceAnalyzer
+    from stream_processors.image_decoding import decode_image
+    from stream_processors.settings import StreamProcessorSettings
+    from stream_processors.vision.mtcnn import MtcnnConfig, MtcnnDetector
+
+    cv2.setNumThreads(1)
+    settings = StreamProcessorSettings()
+    embedder = Embedder(models_dir() / EMBEDDER, provider="openvino", threads=1).load()
+    card = embedder.card
+    detector = MtcnnDetector(
+        config=MtcnnConfig(
+            min_face_size=settings.min_face_size,
+            max_side=settings.max_side,
+            intra_op_num_threads=1,
+        )
+    ).load()
+    analyzer = FaceAnalyzer(
+        detector,
+        [AlignmentTarget(card.template_name, card.template, card.input_size)],
+        policy=settings.face_policy,
+    )
+    analyzer.analyze(decode_image(frames[0].jpeg, settings.max_pixels))  # warm-up
+    stage_ms: dict[str, list[float]] = {"decode": [], "detect": [], "align": [], "quality": []}
+    # Best of ``rounds`` per frame, like the embedder's figure: the cost of the model, not of
+    # whatever else shares the cores at that moment.
+    front_ms = [float("inf")] * len(frames)
+    crops: list[npt.NDArray[np.uint8]] = []
+    for round_number in range(rounds):
+        for position, frame in enumerate(frames):
+            started = time.perf_counter()
+            image = decode_image(frame.jpeg, settings.max_pixels)
+            decoded = time.perf_counter()
+            analysis = analyzer.analyze(image)
+            front_ms[position] = min(front_ms[position], (time.perf_counter() - started) * 1000)
+            stage_ms["decode"].append((decoded - started) * 1000)
+            for name, value in analysis.timings_ms.items():
+                stage_ms.setdefault(name, []).append(value)
+            if round_number == 0 and analysis.face is not None:
+                crops.append(analysis.crops[card.template_name])
+    embed_ms = _embed_cost(embedder, crops, batch_sizes, rounds)
+    front_mean = float(np.mean(front_ms))
+    per_core = {str(b): round(1000 / (front_mean + ms), 2) for b, ms in embed_ms.items()}
+    best = min(embed_ms, key=lambda b: embed_ms[b])
+    cores = usable_cores()
+    return {
+        "frames": len(frames),
+        "faces": len(crops),
+        "embedder": f"{EMBEDDER}/{embedder.active_provider}",
+        "detector": {"min_face_size": settings.min_face_size, "max_side": settings.max_side},
+        "stage_ms": {name: latency_summary(values) for name, values in stage_ms.items()},
+        "front_ms_mean": round(front_mean, 2),
+        "embed_ms_per_face": {str(b): round(ms, 3) for b, ms in embed_ms.items()},
+        "per_core_fps": per_core,
+        "best_batch": best,
+        "cores": cores,
+        "bound_fps": round(per_core[str(best)] * cores, 2),
+        # The gate target's yardstick: the median frame, embedded alone.
+        "frame_ms_batch1": round(percentile(front_ms, 50) + embed_ms[1], 2),
+    }
+
+
+def _embed_cost(
+    embedder: Any, crops: Sequence[npt.NDArray[np.uint8]], batch_sizes: Sequence[int], rounds: int
+) -> dict[int, float]:
+    """Milliseconds per face at each batch size, best of ``rounds`` passes over the crops."""
+    result: dict[int, float] = {}
+    for size in batch_sizes:
+        batches = [list(crops[i : i + size]) for i in range(0, len(crops) - size + 1, size)]
+        if not batches:
+            continue
+        embedder.embed(batches[0])
+        best = float("inf")
+        for _ in range(rounds):
+            started = time.perf_counter()
+            for batch in batches:
+                embedder.embed(batch)
+            best = min(best, (time.perf_counter() - started) * 1000 / (len(batches) * size))
+        result[size] = best
+    return result
+
+
+def search_cost(sizes: Sequence[int], queries: int, seed: int = 0) -> dict[str, Any]:
+    """Per-query 1:N search time (``GalleryIndex.search``, top 5) for random unit templates.
+
+    Measured on one BLAS thread, like every other figure here: on a busy 2-core node a
+    multi-threaded matrix-vector product of this size mostly waits for its threads.
+    """
+    from threadpoolctl import threadpool_limits
+
+    from facegate.paths import models_dir
+    from inference_worker.embedder import ModelCard
+
+    dim = ModelCard.read(models_dir() / EMBEDDER).embedding_dim
+    with threadpool_limits(limits=1):
+        return _search_cost(sizes, queries, dim, seed)
+
+
+def _search_cost(sizes: Sequence[int], queries: int, dim: int, seed: int) -> dict[str, Any]:
+    from inference_worker.gallery import GalleryIndex, normalise
+
+    rng = np.random.default_rng(seed)
+    result: dict[str, dict[str, float]] = {}
+    for size in sizes:
+        index = GalleryIndex(dim)
+        templates = normalise(rng.standard_normal((size, dim)).astype(np.float32))
+        index.replace_all({f"s{i:07d}": templates[i : i + 1] for i in range(size)})
+        probes = normalise(rng.standard_normal((queries, dim)).astype(np.float32))
+        index.search(probes[:1])  # warm-up
+        times = []
+        for row in range(queries):
+            started = time.perf_counter()
+            index.search(probes[row : row + 1], k=5)
+            times.append((time.perf_counter() - started) * 1000)
+        result[str(size)] = latency_summary(times)
+    return result
+
+
+def provider_cost(frames: Sequence[BenchFrame], batch_sizes: Sequence[int]) -> dict[str, Any]:
+    """OpenVINO against the CPU execution provider (``trainer.evaluation.embed_cost``)."""
+    from trainer.evaluation.embed_cost import measure_photos
+
+    raw = measure_photos(
+        [f.path for f in frames], batch_sizes, ("openvino", "cpu"), rounds=3, models=[EMBEDDER]
+    )
+    results = raw["results"]
+    ov = results[f"{EMBEDDER}/openvino"]["ms_per_face"]
+    cpu = results[f"{EMBEDDER}/cpu"]["ms_per_face"]
+    raw["cpu_over_openvino"] = {b: round(cpu[b] / ov[b], 2) for b in ov if b in cpu}
+    return raw

@@ -1,0 +1,94 @@
+"""The benchmark's figures as rows: printed as a table, written as Markdown, JSON and PNGs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+Row = tuple[str, str, str]
+
+
+def _ms(summary: dict[str, float]) -> str:
+    return f"{summary['p50']:.1f} / {summary['p95']:.1f} / {summary['p99']:.1f}"
+
+
+def figure_rows(results: dict[str, Any]) -> list[Row]:
+    """(figure, value, target) rows of every headline figure and every target."""
+    rows: list[Row] = []
+    bound = results["model_only"]
+    rows.append(
+        ("model-only ms/frame, decode+detect+align (mean)", f"{bound['front_ms_mean']}", "")
+    )
+    for batch, ms in bound["embed_ms_per_face"].items():
+        rows.append((f"model-only embed ms/face, batch {batch}", f"{ms:.2f}", ""))
+    rows.append(("model-only frames/s per core, batch 1", f"{bound['per_core_fps']['1']}", ""))
+    best = bound["best_batch"]
+    rows.append(
+        (
+            f"model-only frames/s per core, best batch ({best})",
+            f"{bound['per_core_fps'][str(best)]}",
+            "",
+        )
+    )
+    rows.append(
+        (f"model-only bound, {bound['cores']} cores (frames/s)", f"{bound['bound_fps']}", "")
+    )
+    for name in ("gate", "online", "naive"):
+        profile = results.get(name)
+        if not profile:
+            continue
+        label = f"{name} ({profile['clients']} client{'s' if profile['clients'] > 1 else ''})"
+        rows.append((f"{label} throughput (frames/s)", f"{profile['throughput_fps']}", ""))
+        rows.append((f"{label} end-to-end p50/p95/p99 ms", _ms(profile["end_to_end_ms"]), ""))
+        for stage, summary in profile.get("stages_ms", {}).items():
+            if stage == "batch_size":  # a count, not a time: it stays in the JSON
+                continue
+            rows.append((f"{name} stage {stage} p50 ms", f"{summary['p50']:.1f}", ""))
+    for size, summary in results["search_ms"].items():
+        rows.append(
+            (f"1:N search {int(size):,} p50/p99 ms", f"{summary['p50']} / {summary['p99']}", "")
+        )
+    for key, ratio in results["providers"]["cpu_over_openvino"].items():
+        rows.append((f"CPU EP / OpenVINO EP embed cost, batch {key}", f"{ratio}", ""))
+    for name, mb in results.get("peak_rss_mb", {}).items():
+        rows.append((f"peak RSS {name} (MB)", f"{mb}", ""))
+    for name, entry in results["targets"].items():
+        verdict = "met" if entry["met"] else "NOT met"
+        rows.append((f"target {name}", f"{entry['value']}", f"goal {entry['goal']}: {verdict}"))
+    return rows
+
+
+def text_table(rows: list[Row]) -> str:
+    """Rows aligned in columns for the terminal."""
+    width = max(len(r[0]) for r in rows)
+    value_width = max(len(r[1]) for r in rows)
+    return "\n".join(f"{a:<{width}}  {b:>{value_width}}  {c}".rstrip() for a, b, c in rows)
+
+
+def markdown_table(rows: list[Row]) -> str:
+    """Rows as a Markdown table."""
+    lines = ["| figure | value | target |", "|---|---:|---|"]
+    lines += [f"| {a} | {b} | {c} |" for a, b, c in rows]
+    return "\n".join(lines) + "\n"
+
+
+def write_outputs(results: dict[str, Any], json_path: Path) -> dict[str, str]:
+    """The JSON, a Markdown table and latency histograms next to it; their paths."""
+    from facegate.plots import latency_histogram
+
+    json_path.parent.mkdir(parents=True, exist_ok=True)
+    files = {"json": str(json_path)}
+    for name in ("gate", "online", "naive"):
+        latencies = (results.get(name) or {}).pop("_latencies", None)
+        if latencies:
+            png = json_path.with_name(f"{json_path.stem}-{name}-latency.png")
+            latency_histogram(latencies, png, f"end-to-end latency, {name}")
+            files[f"{name}_histogram"] = str(png)
+    markdown = json_path.with_suffix(".md")
+    table = markdown_table(figure_rows(results))
+    markdown.write_text(f"{results['machine']['description']}\n\n{table}")
+    files["markdown"] = str(markdown)
+    results["files"] = files
+    json_path.write_text(json.dumps(results, indent=2, default=str))
+    return files

@@ -1,0 +1,1 @@
+"""The proctor console: live verdicts per gate, proctors' decisions, and the feedback loop."""

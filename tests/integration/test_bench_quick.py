@@ -1,0 +1,50 @@
+"""``facegate bench --quick`` end to end: every figure and every target lands in the JSON.
+
+It starts its own private stack and takes one to two minutes on 2 cores, so it is ``slow``
+(kept out of the default run; `make test-all` runs it).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+TARGETS = {
+    "online_vs_model_bound",
+    "online_vs_naive",
+    "gate_p50_latency_ms",
+    "search_p99_ms_at_largest",
+    "search_growth_vs_linear",
+    "max_service_rss_mb",
+}
+
+
+def test_bench_quick_writes_every_figure_and_target(tmp_path: Path) -> None:
+    out = tmp_path / "bench.json"
+    run = subprocess.run(
+        [sys.executable, "-m", "facegate", "bench", "--quick", "--json", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    results = json.loads(out.read_text())
+    assert set(results["targets"]) == TARGETS
+    for entry in results["targets"].values():
+        assert {"value", "goal", "met"} <= set(entry)
+    assert results["model_only"]["bound_fps"] > 0
+    for profile in ("gate", "online", "naive"):
+        assert results[profile]["answered"] > 0
+        assert results[profile]["end_to_end_ms"]["p50"] > 0
+    assert {"detect", "embed"} <= set(results["online"]["stages_ms"])
+    assert set(results["search_ms"]) == {"1000", "10000", "100000"}
+    assert set(results["peak_rss_mb"]) >= {"broker", "redis", "s3", "mlflow", "worker"}
+    assert (tmp_path / "bench.md").is_file()
+    assert (tmp_path / "bench-online-latency.png").is_file()
+    assert "target online_vs_naive" in run.stdout

@@ -1,0 +1,98 @@
+"""Proctors' decisions on the real stack: feedback published, audited, turned into a sample."""
+
+from __future__ import annotations
+
+import json
+
+import cv2
+import numpy as np
+import pytest
+from minio import Minio
+from prometheus_client import REGISTRY
+
+from console.actions import FeedbackRecorder, make_feedback
+from console.feedback_consumer import FeedbackSink
+from facegate.kafka_clients import make_producer
+from facegate.redis_client import make_redis
+from facegate.settings import KafkaSettings, ObjectStoreSettings, RedisSettings
+from facegate.stack import LocalStack
+from schemas.messages import Verdict, new_id, now
+
+pytestmark = pytest.mark.integration
+
+
+def _verdict(exam: str, student: str, decision: str, captured_at: float) -> Verdict:
+    # A synthetic face-sized JPEG: this test is about the plumbing, not about faces.
+    pixels = np.zeros((112, 112, 3), dtype=np.uint8)
+    cv2.circle(pixels, (56, 56), 40, (200, 170, 150), -1)
+    ok, jpeg = cv2.imencode(".jpg", pixels)
+    assert ok
+    return Verdict(
+        frame_id=new_id(),
+        gate_id="g1",
+        exam_id=exam,
+        claimed_student_id=student,
+        captured_at=captured_at,
+        decided_at=captured_at + 0.1,
+        decision=decision,  # type: ignore[arg-type]
+        reason="mismatch" if decision == "reject" else "match",
+        score=0.3,
+        threshold=0.45,
+        model_name="mobilefacenet",
+        model_version="7",
+        thumbnail=jpeg.tobytes(),
+    )
+
+
+def _value(name: str, **labels: str) -> float:
+    return REGISTRY.get_sample_value(name, labels) or 0.0
+
+
+def test_retry_then_override_gives_a_sample_metrics_and_audit(local_stack: LocalStack) -> None:
+    s3 = ObjectStoreSettings()
+    store = Minio(
+        s3.endpoint,
+        access_key=s3.access_key,
+        secret_key=s3.secret_key.get_secret_value(),
+        secure=False,
+    )
+    client = make_redis(RedisSettings())
+    producer = make_producer(KafkaSettings())
+    recorder = FeedbackRecorder(producer, client, ttl_s=600)
+    sink = FeedbackSink(client, store, s3.bucket_feedback)
+    exam = f"exam-{new_id()[:8]}"
+    first_capture = now() - 30
+    retries_before = _value("facegate_proctor_retries_per_student_sum")
+    checkins_before = _value("facegate_proctor_checkin_seconds_count")
+    rejects_before = _value("facegate_proctor_false_rejects_total", model_version="7")
+
+    first = _verdict(exam, "s1", "reject", first_capture)
+    retry = make_feedback(first, "retry", "proctor1")
+    recorder.record(first, retry)
+    assert sink.handle(retry) is None  # a retry says nothing about the face
+
+    second = _verdict(exam, "s1", "reject", first_capture + 20)
+    override = make_feedback(second, "accept_manual", "proctor1", note="ID card checked")
+    recorder.record(second, override)
+    key = sink.handle(override)
+    assert key is not None and key.endswith(f"/part-7/{override.feedback_id}.jpg")
+    assert store.get_object(s3.bucket_feedback, key).read() == second.thumbnail
+    manifest = json.loads(store.get_object(s3.bucket_feedback, key[:-4] + ".json").read())
+    assert (manifest["student_id"], manifest["label"], manifest["model_version"]) == (
+        "s1",
+        "genuine",
+        "7",
+    )
+    assert float(manifest["captured_at"]) == second.captured_at
+
+    assert _value("facegate_proctor_retries_per_student_sum") - retries_before == 1
+    assert _value("facegate_proctor_checkin_seconds_count") - checkins_before == 1
+    assert _value("facegate_proctor_false_rejects_total", model_version="7") - rejects_before == 1
+    # A second decision on the same student is not a second check-in.
+    sink.handle(make_feedback(second, "confirm", "proctor2"))
+    assert _value("facegate_proctor_checkin_seconds_count") - checkins_before == 1
+
+    audit = [e["feedback_id"] for e in recorder.audit(count=50)]
+    assert audit.index(override.feedback_id) < audit.index(retry.feedback_id)  # newest first
+    producer.close()
+    client.close()
