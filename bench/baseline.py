@@ -12,8 +12,9 @@ from bench.load import closed_loop
 from bench.memory import tree_rss_mb
 from bench.models import BenchFrame
 from bench.naive_server import CLAIM_HEADER, PATH
-from bench.pipeline import free_port_block, wait_for_port
+from bench.pipeline import wait_for_port
 from bench.stats import latency_summary
+from facegate.stack.ports import free_port_block
 
 
 def post_frame(port: int, checkin: BenchFrame, timeout_s: float = 60.0) -> bool:
@@ -31,7 +32,7 @@ def post_frame(port: int, checkin: BenchFrame, timeout_s: float = 60.0) -> bool:
 
 def run_naive(checkins: Sequence[BenchFrame], clients: int, requests: int) -> dict[str, Any]:
     """Start the naive service in its own process, load it, stop it; its figures."""
-    port = free_port_block(1, start=41000)
+    port = free_port_block(1, start=31000)
     server = subprocess.Popen(
         [sys.executable, "-m", "bench.naive_server", "--port", str(port)],
         stdout=subprocess.DEVNULL,

@@ -23,8 +23,9 @@ from bench.memory import RssSampler
 from bench.models import ROSTER_SEED, BenchFrame
 from bench.stats import latency_summary, stage_summary
 from facegate.pipeline import VerdictCollector
-from facegate.settings import KafkaSettings, StackSettings
+from facegate.settings import KafkaSettings
 from facegate.stack import LocalStack
+from facegate.stack.ports import private_stack_settings
 from schemas.messages import Frame, Verdict, new_id, now
 
 STACK_SERVICES = ("broker", "redis", "s3", "mlflow")
@@ -63,35 +64,6 @@ class NotifyingCollector(VerdictCollector):
                 event = self._waiting.pop(frame_id, None)
                 if event is not None:
                     event.set()
-
-
-def free_port_block(size: int, start: int) -> int:
-    """The first of ``size`` consecutive ports free on 127.0.0.1 at or after ``start``."""
-    from facegate.stack.process import port_is_free
-
-    port = start
-    while port + size < 60000:
-        if all(port_is_free("127.0.0.1", p) for p in range(port, port + size)):
-            return port
-        port += size
-    raise RuntimeError("no free block of ports")
-
-
-def private_stack_settings(state_dir: Path) -> StackSettings:
-    """A stack of its own: state directory, free ports, in-memory broker, embedded Redis."""
-    from facegate.stack.services import S3_PORT_BLOCK
-
-    base = free_port_block(S3_PORT_BLOCK + 3, start=30000 + (os.getpid() % 200) * 100)
-    return StackSettings(
-        state_dir=state_dir,
-        s3_port=base,
-        redis_port=base + S3_PORT_BLOCK,
-        broker_port=base + S3_PORT_BLOCK + 1,
-        mlflow_port=base + S3_PORT_BLOCK + 2,
-        with_mlflow=True,
-        redis_mode="embedded",
-        broker_storage="memory",
-    )
 
 
 @contextmanager

@@ -31,34 +31,11 @@ def lfw_dir() -> Path:
     return path
 
 
-def free_port_block(size: int, start: int = 20000, stop: int = 60000) -> int:
-    """The first port of ``size`` consecutive ports that are all free on 127.0.0.1."""
-    from facegate.stack.process import port_is_free
-
-    port = start
-    while port + size < stop:
-        if all(port_is_free("127.0.0.1", p) for p in range(port, port + size)):
-            return port
-        port += size
-    raise RuntimeError("no free block of ports")
-
-
 def stack_settings_on_free_ports(state_dir: Path, with_mlflow: bool = True) -> StackSettings:
     """Settings for a private stack: its own state directory and ports nobody else uses."""
-    from facegate.settings import StackSettings
-    from facegate.stack.services import S3_PORT_BLOCK
+    from facegate.stack.ports import private_stack_settings
 
-    base = free_port_block(S3_PORT_BLOCK + 3, start=20000 + (os.getpid() % 200) * 100)
-    return StackSettings(
-        state_dir=state_dir,
-        s3_port=base,
-        redis_port=base + S3_PORT_BLOCK,
-        broker_port=base + S3_PORT_BLOCK + 1,
-        mlflow_port=base + S3_PORT_BLOCK + 2,
-        with_mlflow=with_mlflow,
-        redis_mode="embedded",
-        broker_storage="memory",
-    )
+    return private_stack_settings(state_dir, with_mlflow)
 
 
 @pytest.fixture(scope="session")

@@ -48,7 +48,8 @@ def _broker(settings: StackSettings) -> ServiceSpec:
     if settings.broker_storage == "s3":
         storage = f"s3://{s3.bucket_broker}/"
         env = {
-            "AWS_ENDPOINT": s3.endpoint_url(),
+            # The stack's own object store, whatever FACEGATE_S3_ENDPOINT says for clients.
+            "AWS_ENDPOINT": f"http://{settings.host}:{settings.s3_port}",
             "AWS_ACCESS_KEY_ID": s3.access_key,
             "AWS_SECRET_ACCESS_KEY": s3.secret_key.get_secret_value(),
             "AWS_DEFAULT_REGION": s3.region,

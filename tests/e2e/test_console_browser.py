@@ -23,7 +23,7 @@ import pytest
 from facegate.errors import FacegateError
 from facegate.kafka_clients import make_consumer
 from facegate.settings import KafkaSettings, ObjectStoreSettings
-from facegate.stack.process import port_is_free
+from facegate.stack.ports import free_port_block
 from producers.publisher import FramePublisher
 from producers.settings import ProducerSettings
 from schemas.codec import decode
@@ -59,10 +59,7 @@ class ConsoleUnderTest:
 
 
 def _free_port() -> int:
-    while True:
-        port = random.randint(30000, 60000)
-        if port_is_free("127.0.0.1", port):
-            return port
+    return free_port_block(1, start=30000 + random.randint(0, 2000))
 
 
 def _wait_http(url: str, timeout_s: float) -> None:

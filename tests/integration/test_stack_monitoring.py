@@ -17,7 +17,8 @@ from facegate.errors import StackError
 from facegate.settings import StackSettings
 from facegate.stack import LocalStack
 from facegate.stack.binaries import prometheus_binary
-from tests.conftest import free_port_block, stack_settings_on_free_ports
+from facegate.stack.ports import free_port_block
+from tests.conftest import stack_settings_on_free_ports
 
 pytestmark = pytest.mark.integration
 
