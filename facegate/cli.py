@@ -132,6 +132,12 @@ def doctor() -> None:
 
 @cli.command()
 @click.option("--students", default=6, show_default=True, help="Students to enrol and check in.")
+@click.option(
+    "--enroll-photos",
+    default=3,
+    show_default=True,
+    help="Photos per student used for enrolment (the others are shown to the camera).",
+)
 @click.option("--gates", default=2, show_default=True, help="Gates (cameras) at the exam hall.")
 @click.option("--exams", default=5, show_default=True, help="Exams during the morning.")
 @click.option("--seed", default=7, show_default=True, help="Seed of the simulated morning.")

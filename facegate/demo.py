@@ -47,6 +47,7 @@ class DemoOptions:
     """What the demo runs."""
 
     students: int = 6
+    enroll_photos: int = 3
     gates: int = 2
     exams: int = 5
     seed: int = 7
@@ -89,7 +90,13 @@ def run_demo(options: DemoOptions, say: Any = print) -> dict[str, Any]:
         say(f"3/7 registry: champion is version {version}")
 
         folder = options.roster_dir or demo_photo_folder()
-        roster = load_roster(folder, options.students, seed=options.seed, min_enroll=2)
+        roster = load_roster(
+            folder,
+            options.students,
+            enroll_per_student=options.enroll_photos,
+            seed=options.seed,
+            min_enroll=2,
+        )
         say(f"4/7 enrolling {len(roster.students)} students from {folder}")
         entries = [RosterEntry(s.student_id, s.name, s.enrollment_photos) for s in roster.students]
         summary = enroll_roster(entries)
