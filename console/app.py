@@ -29,6 +29,7 @@ from console.actions import FeedbackRecorder, make_feedback
 from console.live import VerdictHub
 from console.sessions import Session, SessionStore, csrf_matches
 from console.settings import ConsoleSettings
+from console.throttle import LoginThrottle
 from console.users import UserStore
 from facegate.heartbeat import alive_instances
 from inference_worker.gallery import student_key
@@ -62,6 +63,7 @@ class Console:
     recorder: FeedbackRecorder
     redis: redis.Redis[bytes]
     producer: KafkaProducer
+    throttle: LoginThrottle
 
     def student_name(self, student_id: str | None) -> str | None:
         if not student_id:
@@ -159,11 +161,19 @@ def create_app(console: Console) -> FastAPI:
         cookie = request.cookies.get(LOGIN_CSRF_COOKIE)
         if not cookie or not secrets.compare_digest(cookie, form.get("csrf_token", "")):
             raise HTTPException(403, "CSRF token missing or wrong")
+        username = form.get("username", "")
+        wait_s = await asyncio.to_thread(console.throttle.retry_after, username)
+        if wait_s:
+            response = login_form(f"Too many failed logins; try again in {wait_s} s.", 429)
+            response.headers["Retry-After"] = str(wait_s)
+            return response
         user = await asyncio.to_thread(
-            console.users.authenticate, form.get("username", ""), form.get("password", "")
+            console.users.authenticate, username, form.get("password", "")
         )
         if user is None:
+            await asyncio.to_thread(console.throttle.failed, username)
             return login_form("Wrong user name or password.", 401)
+        await asyncio.to_thread(console.throttle.succeeded, username)
         created = console.sessions.create(user)
         response = RedirectResponse("/", status_code=303)
         response.set_cookie(
@@ -341,4 +351,5 @@ def build_console(settings: ConsoleSettings) -> Console:
         recorder=FeedbackRecorder(producer, client, settings.evidence_ttl_s),
         redis=client,
         producer=producer,
+        throttle=LoginThrottle(client, settings.login_max_failures, settings.login_window_s),
     )

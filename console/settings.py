@@ -27,6 +27,10 @@ class ConsoleSettings(BaseServiceSettings):
     # Users and their argon2 hashes (written by `facegate console add-user`); default under
     # FACEGATE_HOME so that no password hash ever lands in the working tree.
     users_file: Path | None = None
+    # Brute-force protection: this many wrong passwords for one user name within the window
+    # and that name's logins are refused until the window has passed.
+    login_max_failures: int = 5
+    login_window_s: int = 300
     # A session ends this long after login, whatever the activity: exam mornings are short.
     session_ttl_s: float = 8 * 3600
     # Sent only over HTTPS when true (set it behind a TLS-terminating proxy).

@@ -324,3 +324,12 @@ def test_wrong_password_csrf_and_roles_are_refused(console: ConsoleUnderTest, br
     assert response is not None and response.status == 200
     assert "Audit log" in admin.inner_text("h2")
     admin.close()
+
+    # Brute force: after 5 wrong passwords for a name, its logins are refused for a while.
+    for _ in range(5):
+        page = _login(browser, console, "guessed-name", "wrong-password")
+        assert "Wrong user name or password" in page.inner_text("#login-error")
+        page.close()
+    page = _login(browser, console, "guessed-name", "wrong-password")
+    assert "Too many failed logins" in page.inner_text("#login-error")
+    page.close()
