@@ -38,20 +38,13 @@ class RealModel:
         from facegate.paths import models_dir
         from inference_worker.embedder import Embedder
         from inference_worker.gallery import GalleryIndex
-        from stream_processors.face_analysis import AlignmentTarget, FaceAnalyzer
+        from stream_processors.face_analysis import AlignmentTarget, FaceAnalyzer, detector_for
         from stream_processors.settings import StreamProcessorSettings
-        from stream_processors.vision.mtcnn import MtcnnConfig, MtcnnDetector
 
         settings = StreamProcessorSettings()
         self.embedder = Embedder(models_dir() / "mobilefacenet").load()
         card = self.embedder.card
-        detector = MtcnnDetector(
-            config=MtcnnConfig(
-                min_face_size=settings.min_face_size,
-                max_side=settings.max_side,
-                intra_op_num_threads=settings.detector_threads,
-            )
-        ).load()
+        detector = detector_for(settings)
         target = AlignmentTarget(card.template_name, card.template, card.input_size)
         self.template = card.template_name
         self.analyzer = FaceAnalyzer(detector, [target], policy=settings.face_policy)

@@ -28,7 +28,7 @@ from schemas.codec import SchemaError, decode, encode
 from schemas.messages import Verdict
 from schemas.topics import FACES, FRAMES, FRAMES_DLQ, VERDICTS
 from stream_processors.attendance import AttendanceTable
-from stream_processors.face_analysis import AlignmentTarget, FaceAnalyzer
+from stream_processors.face_analysis import AlignmentTarget, FaceAnalyzer, detector_for
 from stream_processors.frame_processor import FrameProcessor, RecordRef
 from stream_processors.metrics import (
     ATTENDANCE_UPDATES,
@@ -39,7 +39,6 @@ from stream_processors.metrics import (
 )
 from stream_processors.metrics import FRAMES as FRAMES_SEEN
 from stream_processors.settings import StreamProcessorSettings
-from stream_processors.vision.mtcnn import MtcnnConfig, MtcnnDetector
 
 log = logging.getLogger(__name__)
 SERVICE = "stream-processor"
@@ -63,14 +62,9 @@ def build_processor(settings: StreamProcessorSettings) -> FrameProcessor:
     # One OpenCV thread per process: resizing with 2 threads was slower on 2-core nodes, and
     # services scale by processes.
     cv2.setNumThreads(1)
-    detector = MtcnnDetector(
-        config=MtcnnConfig(
-            min_face_size=settings.min_face_size,
-            max_side=settings.max_side,
-            intra_op_num_threads=settings.detector_threads,
-        )
-    ).load()
-    analyzer = FaceAnalyzer(detector, alignment_targets(settings), policy=settings.face_policy)
+    analyzer = FaceAnalyzer(
+        detector_for(settings), alignment_targets(settings), policy=settings.face_policy
+    )
     return FrameProcessor(analyzer, settings.max_pixels, SERVICE)
 
 

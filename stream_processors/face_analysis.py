@@ -8,15 +8,19 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 import numpy.typing as npt
 
 from stream_processors.vision.alignment import align_to_template
 from stream_processors.vision.face_policy import FacePolicy, choose_face
-from stream_processors.vision.mtcnn import MtcnnDetector
+from stream_processors.vision.mtcnn import MtcnnConfig, MtcnnDetector
 from stream_processors.vision.quality import QualityReport, QualityThresholds, assess_quality
 from stream_processors.vision.types import DetectedFace
+
+if TYPE_CHECKING:
+    from stream_processors.settings import StreamProcessorSettings
 
 UInt8Image = npt.NDArray[np.uint8]
 
@@ -40,6 +44,16 @@ class FaceAnalysis:
     crops: dict[str, UInt8Image] = field(default_factory=dict)
     quality: QualityReport | None = None
     timings_ms: dict[str, float] = field(default_factory=dict)
+
+
+def detector_for(settings: StreamProcessorSettings) -> MtcnnDetector:
+    """The MTCNN detector as the stream processor's settings configure it, loaded."""
+    config = MtcnnConfig(
+        min_face_size=settings.min_face_size,
+        max_side=settings.max_side,
+        intra_op_num_threads=settings.detector_threads,
+    )
+    return MtcnnDetector(config=config).load()
 
 
 class FaceAnalyzer:

@@ -16,21 +16,16 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
+from trainer.models.templates import ARCFACE_112_TEMPLATE
+
 FloatArray = npt.NDArray[np.float64]
+
+__all__ = ["ARCFACE_112_SIZE", "ARCFACE_112_TEMPLATE", "align_to_template", "estimate_similarity"]
+
 UInt8Image = npt.NDArray[np.uint8]
 
-# The ArcFace / InsightFace 112x112 template (left eye, right eye, nose, mouth corners; image-left
-# first); the MobileFaceNet embedder uses it and the quality thresholds are calibrated on it.
-ARCFACE_112_TEMPLATE = np.array(
-    [
-        [38.2946, 51.6963],
-        [73.5318, 51.5014],
-        [56.0252, 71.7366],
-        [41.5493, 92.3655],
-        [70.7299, 92.2041],
-    ],
-    dtype=np.float32,
-)
+# The ArcFace 112x112 template is defined once, with the other embedder templates; the
+# MobileFaceNet embedder uses it and the quality thresholds are calibrated on it.
 ARCFACE_112_SIZE = (112, 112)
 
 # Shrinking by more than this with one bilinear warp skips source pixels (aliasing); the region
