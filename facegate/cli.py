@@ -224,6 +224,12 @@ def _register_subcommands() -> None:
     cli.add_command(console_command)
     cli.add_command(feedback_consumer_command)
 
+    from inference_worker.rollout_cli import rollout_group
+    from stream_processors.drift.cli import drift_group
+
+    cli.add_command(rollout_group)
+    cli.add_command(drift_group)
+
 
 _register_subcommands()
 

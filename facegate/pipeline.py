@@ -130,6 +130,10 @@ def start_service(
     commands = {
         "stream-processor": [sys.executable, "-m", "facegate", "stream-processor"],
         "worker": [sys.executable, "-m", "facegate", "worker", "--profile", profile],
+        # The training loop's services (drift monitor, canary controller, training service).
+        "drift": [sys.executable, "-m", "facegate", "drift", "run"],
+        "canary-controller": [sys.executable, "-m", "facegate", "rollout", "run"],
+        "retrain": [sys.executable, "-m", "facegate", "train", "serve"],
     }
     if stack.table.running(name) is None:
         stack.table.start(name, commands[name], env, stack.state_dir / name)

@@ -8,6 +8,7 @@ batch; ``predict`` runs the network; ``postprocess`` L2-normalises the embedding
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 from collections.abc import Sequence
@@ -42,8 +43,14 @@ class ModelCard:
 
     @property
     def template_name(self) -> str:
-        """A short name of the alignment template (what face crops are tagged with)."""
-        return f"{self.name}-{self.input_size[0]}"
+        """A short name of the alignment template (what face crops are tagged with).
+
+        Derived from the template's landmark positions and crop size, not from the model's
+        name: a fine-tuned model that keeps its base's alignment reads the same crops.
+        """
+        points = ",".join(f"{v:.2f}" for v in np.asarray(self.template).ravel())
+        digest = hashlib.sha1(f"{self.input_size}:{points}".encode()).hexdigest()[:8]
+        return f"align{self.input_size[0]}-{digest}"
 
     @classmethod
     def read(cls, model_dir: Path) -> ModelCard:

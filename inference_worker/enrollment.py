@@ -21,6 +21,7 @@ import redis
 from kafka import KafkaProducer
 
 from facegate.errors import FacegateError
+from inference_worker.enrollment_photos import EnrollmentPhotos
 from inference_worker.face_pipeline import LocalFacePipeline
 from inference_worker.gallery import GalleryStore, student_key
 from schemas.codec import encode
@@ -110,16 +111,23 @@ def enroll(
     producer: KafkaProducer | None,
     min_photos: int = 1,
     progress: Callable[[str], None] = lambda _: None,
+    photos: EnrollmentPhotos | None = None,
 ) -> EnrollmentSummary:
-    """Enrol every student under every model version in ``pipelines`` (version -> pipeline)."""
+    """Enrol every student under every model version in ``pipelines`` (version -> pipeline).
+
+    With ``photos``, every photo used is kept in the object store, so that a new model version
+    can be enrolled from the same photos and training can learn from them.
+    """
     summary = EnrollmentSummary()
     for entry in roster:
         progress(entry.student_id)
         templates: dict[str, list[np.ndarray]] = {version: [] for version in pipelines}
         portrait: bytes | None = None
+        used: list[bytes] = []
         for photo in entry.photos:
             try:
-                image = decode_image(photo.read_bytes(), MAX_PIXELS)
+                data = photo.read_bytes()
+                image = decode_image(data, MAX_PIXELS)
             except (OSError, ImageError) as error:
                 summary.photos_refused[f"unreadable:{type(error).__name__}"] += 1
                 continue
@@ -134,10 +142,14 @@ def enroll(
                 templates[version].append(pipelines[version].embedder.embed([crop])[0])
                 portrait = portrait or _jpeg(crop)
             summary.photos_used += 1
+            used.append(data)
         count = min(len(t) for t in templates.values()) if templates else 0
         if count < min_photos:
             summary.failed[entry.student_id] = f"{count} usable photo(s), {min_photos} needed"
             continue
+        if photos is not None:
+            for data in used:
+                photos.put(entry.student_id, data)
         for version, rows in templates.items():
             GalleryStore(client, version).put(entry.student_id, np.stack(rows))
         client.hset(
@@ -171,14 +183,17 @@ def unenroll(
     versions: Iterable[str],
     client: redis.Redis[bytes],
     producer: KafkaProducer | None,
+    photos: EnrollmentPhotos | None = None,
 ) -> list[str]:
     """Remove students' templates under every version and tell the workers; return those removed."""
     removed = []
     versions = list(versions)
     for student in student_ids:
         found = [GalleryStore(client, v).remove(student) for v in versions]
-        # The enrolment photo is biometric data too: it goes with the templates.
+        # The enrolment photos are biometric data too: they go with the templates.
         found.append(bool(client.delete(student_key(student))))
+        if photos is not None:
+            found.append(photos.remove_student(student) > 0)
         if not any(found):
             continue
         removed.append(student)

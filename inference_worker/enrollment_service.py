@@ -8,9 +8,16 @@ from pathlib import Path
 from tqdm import tqdm
 
 from facegate.kafka_clients import make_producer
+from facegate.object_store import make_object_store
 from facegate.paths import models_dir
 from facegate.redis_client import make_redis
-from facegate.settings import KafkaSettings, MlflowSettings, RedisSettings, load_settings
+from facegate.settings import (
+    KafkaSettings,
+    MlflowSettings,
+    ObjectStoreSettings,
+    RedisSettings,
+    load_settings,
+)
 from inference_worker.embedder import Embedder
 from inference_worker.enrollment import (
     EnrollmentSummary,
@@ -19,6 +26,7 @@ from inference_worker.enrollment import (
     roster_from_csv,
     roster_from_folder,
 )
+from inference_worker.enrollment_photos import EnrollmentPhotos
 from inference_worker.face_pipeline import LocalFacePipeline
 from stream_processors.vision.mtcnn import MtcnnDetector
 
@@ -43,6 +51,12 @@ def serving_pipelines(settings: MlflowSettings) -> dict[str, LocalFacePipeline]:
     return pipelines
 
 
+def photo_store() -> EnrollmentPhotos:
+    """The enrolment photos in the configured object store."""
+    s3 = load_settings(ObjectStoreSettings)
+    return EnrollmentPhotos(make_object_store(s3), s3.bucket_datasets)
+
+
 def read_roster(path: Path, limit: int | None = None) -> list[RosterEntry]:
     """A roster from a folder or a CSV file."""
     entries = roster_from_csv(path) if path.is_file() else roster_from_folder(path)
@@ -63,7 +77,7 @@ def enroll_roster(
         bar.update()
 
     try:
-        return enroll(entries, pipelines, client, producer, min_photos, tick)
+        return enroll(entries, pipelines, client, producer, min_photos, tick, photo_store())
     finally:
         bar.close()
         producer.close()
@@ -78,7 +92,7 @@ def unenroll_students(student_ids: list[str]) -> list[str]:
     client = make_redis(load_settings(RedisSettings))
     producer = make_producer(load_settings(KafkaSettings))
     try:
-        return unenroll(student_ids, versions, client, producer)
+        return unenroll(student_ids, versions, client, producer, photo_store())
     finally:
         producer.close()
         client.close()

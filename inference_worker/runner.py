@@ -15,6 +15,7 @@ from facegate.redis_client import make_redis
 from inference_worker.gallery import GalleryIndex, GalleryStore
 from inference_worker.gallery_sync import GallerySync
 from inference_worker.metrics import describe_serving_model
+from inference_worker.rollout import ModelFollower, static_serving_set
 from inference_worker.serving_model import load_serving_model
 from inference_worker.settings import InferenceWorkerSettings
 from inference_worker.worker import InferenceWorker
@@ -26,19 +27,28 @@ log = logging.getLogger(__name__)
 def run_worker(settings: InferenceWorkerSettings) -> None:
     """Load the model and gallery, join the consumer group, serve until stopped."""
     cv2.setNumThreads(1)
-    model = load_serving_model(settings)
     client = make_redis(settings.redis)
-    store = GalleryStore(client, model.version)
-    index = GalleryIndex(model.embedder.card.embedding_dim)
     producer = make_producer(settings.kafka)
-    sync = GallerySync(store, index, settings.kafka, producer).start()
+    follower: ModelFollower | None = None
+    if settings.model_source == "registry":
+        # Champion and canary from the registry's aliases, swapped as model events arrive.
+        follower = ModelFollower(settings, client, producer).start()
+        serving = lambda: follower.current  # noqa: E731
+        sync = None
+    else:
+        model = load_serving_model(settings)
+        index = GalleryIndex(model.embedder.card.embedding_dim)
+        store = GalleryStore(client, model.version)
+        sync = GallerySync(store, index, settings.kafka, producer).start()
+        fixed = static_serving_set(model, index)
+        serving = lambda: fixed  # noqa: E731
+        describe_serving_model(model.name, model.version, "local", lambda: len(index))
     max_batch, max_wait_ms = settings.batching()
     consumer = make_consumer(
         settings.kafka, settings.group_id, [FACES.name], max_poll_records=max_batch
     )
     worker = InferenceWorker(
-        model,
-        index,
+        serving,
         consumer,
         producer,
         max_batch,
@@ -53,8 +63,6 @@ def run_worker(settings: InferenceWorkerSettings) -> None:
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
-    alias = settings.model_alias if settings.model_source == "registry" else "local"
-    describe_serving_model(model.name, model.version, alias, lambda: len(index))
     if settings.metrics_port:
         start_http_server(settings.metrics_port, addr=settings.metrics_host)
     heartbeat = Heartbeat(client, "worker").start()
@@ -62,7 +70,10 @@ def run_worker(settings: InferenceWorkerSettings) -> None:
         worker.run()
     finally:
         heartbeat.stop()
-        sync.stop()
+        if follower is not None:
+            follower.stop()
+        if sync is not None:
+            sync.stop()
         consumer.close()
         producer.close()
         log.info("worker stopped after %d verdicts", worker.verdicts_published)

@@ -33,6 +33,10 @@ class InferenceWorkerSettings(BaseServiceSettings):
     # registry: serve the version behind `model_alias`; local: a built model folder, no MLflow.
     model_source: Literal["registry", "local"] = "registry"
     model_alias: str = "champion"
+    # Share of students routed to the canary when its version has no `rollout.canary_share` tag.
+    canary_share: float = Field(default=0.2, ge=0.0, le=1.0)
+    # How often the worker re-reads the registry's aliases besides following model events.
+    model_refresh_s: float = 30.0
     local_model: str = "mobilefacenet"
     local_threshold: float | None = None
     top_k: int = 5

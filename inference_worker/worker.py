@@ -1,10 +1,11 @@
 """The embedding worker: faces in, verdicts out, at least once, in micro-batches.
 
-Loop: poll ``faces`` until ``max_batch`` faces or ``max_wait_ms`` after the first one; embed the
-batch in one ONNX Runtime call; match each face 1:1 against the claimed student and 1:N against
-the gallery; publish every verdict (keyed by exam) and wait for the broker's acknowledgement;
-only then commit the offsets.  A crash before the commit re-delivers the batch, and its
-verdicts carry the same frame ids, so consumers recognise repeats.
+Loop: poll ``faces`` until ``max_batch`` faces or ``max_wait_ms`` after the first one; route each
+face to the arm that decides it (the champion, or the canary for its share of students; see
+rollout.py); embed each arm's faces in one ONNX Runtime call; match each face 1:1 against the
+claimed student and 1:N against that arm's gallery; publish every verdict (keyed by exam) and
+wait for the broker's acknowledgement; only then commit the offsets.  A crash before the commit
+re-delivers the batch, and its verdicts carry the same frame ids, so consumers recognise repeats.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import cv2
@@ -22,9 +24,10 @@ from kafka.consumer.fetcher import ConsumerRecord
 
 from facegate.metrics import DEAD_LETTERS
 from inference_worker.decision import decide
-from inference_worker.gallery import Candidate, GalleryIndex
+from inference_worker.gallery import Candidate
 from inference_worker.metrics import BATCH_SIZE, STAGE_SECONDS, KafkaLag, record_verdict
-from inference_worker.serving_model import ServingModel
+from inference_worker.rollout import Arm, ServingSet
+from inference_worker.sketch import sketch
 from schemas.codec import SchemaError, decode, encode
 from schemas.messages import DeadLetter, Face, Match, Verdict, now
 from schemas.topics import FACES, FRAMES_DLQ, VERDICTS
@@ -61,12 +64,11 @@ def thumbnail(crop: npt.NDArray[np.uint8]) -> bytes:
 
 
 class InferenceWorker:
-    """Consumes faces and publishes verdicts for one serving model."""
+    """Consumes faces and publishes verdicts for the serving set (champion, canary)."""
 
     def __init__(
         self,
-        model: ServingModel,
-        index: GalleryIndex,
+        serving: Callable[[], ServingSet],
         consumer: KafkaConsumer,
         producer: KafkaProducer,
         max_batch: int,
@@ -74,8 +76,7 @@ class InferenceWorker:
         top_k: int = 5,
         thumbnails: bool = True,
     ) -> None:
-        self.model = model
-        self.index = index
+        self.serving = serving
         self.consumer = consumer
         self.producer = producer
         self.max_batch = max_batch
@@ -89,9 +90,8 @@ class InferenceWorker:
     def run(self) -> None:
         """Process batches until ``stopping`` is set."""
         log.info(
-            "worker serving %s v%s (batch %d, wait %.0f ms)",
-            self.model.name,
-            self.model.version,
+            "worker serving %s (batch %d, wait %.0f ms)",
+            self.serving().describe(),
             self.max_batch,
             self.max_wait_s * 1000,
         )
@@ -126,55 +126,63 @@ class InferenceWorker:
                     break
         return Batch(records, first_at)
 
+    def _route(self, serving: ServingSet, face: Face) -> tuple[Arm, npt.NDArray[np.uint8] | None]:
+        """The arm that decides a face and the face's crop for that arm's template."""
+        arm = serving.arm_for(face.claimed_student_id)
+        crop = crop_array(face, arm.model.template_name)
+        if crop is None and arm is not serving.champion:
+            # The stream processor did not align this face for the canary's template (it was
+            # started before the canary): the champion decides it.
+            arm = serving.champion
+            crop = crop_array(face, arm.model.template_name)
+        return arm, crop
+
     def handle(self, batch: Batch) -> None:
         """Verdicts for a batch, published and acknowledged, then the offsets committed."""
         started = time.perf_counter()
-        faces: list[Face] = []
-        crops: dict[str, npt.NDArray[np.uint8]] = {}
+        # One serving set decides the whole batch, even if a model swap lands meanwhile.
+        serving = self.serving()
+        faces: list[tuple[Face, Arm]] = []
+        crops: dict[str, tuple[Arm, npt.NDArray[np.uint8]]] = {}
         for record in batch.records:
             try:
                 face = decode(record.value, Face)
             except SchemaError as error:
                 self._dead_letter(record, error.reason, error.detail)
                 continue
+            arm, crop = self._route(serving, face)
             if face.outcome == "face":
-                crop = crop_array(face, self.model.template_name)
                 if crop is None:
                     # The stream processor aligned this face for other models only: a
                     # deployment mismatch, kept whole in the dead-letter topic, not guessed at.
                     self._dead_letter(
-                        record, "missing_template_crop", f"no crop for {self.model.template_name}"
+                        record, "missing_template_crop", f"no crop for {arm.model.template_name}"
                     )
                     continue
-                crops[face.frame_id] = crop
-            faces.append(face)
-        embed_started = time.perf_counter()
-        embeddings = self.model.embedder.embed(list(crops.values()))
-        embed_s = time.perf_counter() - embed_started
-        by_frame = dict(zip(crops, embeddings, strict=True))
-        match_started = time.perf_counter()
-        searches = self.index.search(embeddings, self.top_k) if len(embeddings) else []
-        top_by_frame = dict(zip(crops, searches, strict=True))
-        match_s = time.perf_counter() - match_started
-        version = self.model.version
-        BATCH_SIZE.labels(version).observe(len(crops))
-        STAGE_SECONDS.labels("embed", version).observe(embed_s)
-        STAGE_SECONDS.labels("match", version).observe(match_s)
+                crops[face.frame_id] = (arm, crop)
+            faces.append((face, arm))
+        embedded: dict[str, tuple[npt.NDArray[np.float32], list[Candidate]]] = {}
+        per_face: dict[str, dict[str, float]] = {}
+        for arm in serving.arms():
+            frames = [frame for frame, (a, _) in crops.items() if a is arm]
+            if frames:
+                embedded.update(self._embed_arm(arm, frames, crops, per_face))
         futures = []
         verdicts: list[Verdict] = []
-        for face in faces:
+        for face, arm in faces:
+            found = embedded.get(face.frame_id)
+            crop_entry = crops.get(face.frame_id)
             verdict = self._verdict(
                 face,
-                by_frame.get(face.frame_id),
-                top_by_frame.get(face.frame_id, []),
-                crops.get(face.frame_id),
+                arm,
+                found[0] if found else None,
+                found[1] if found else [],
+                crop_entry[1] if crop_entry else None,
                 {
                     "faces_hop": max(
                         0.0, (batch.first_at - (face.sent_at or batch.first_at)) * 1000
                     ),
-                    "embed": embed_s * 1000 / max(1, len(crops)),
-                    "match": match_s * 1000 / max(1, len(crops)),
-                    "batch_size": float(len(crops)),
+                    **per_face.get(face.frame_id, {}),
                 },
             )
             verdicts.append(verdict)
@@ -188,31 +196,64 @@ class InferenceWorker:
         # Every verdict is acknowledged by the broker: only now may the offsets move on.
         self.consumer.commit()
         self.verdicts_published += len(faces)
-        STAGE_SECONDS.labels("batch_total", version).observe(time.perf_counter() - started)
+        STAGE_SECONDS.labels("batch_total", serving.champion.model.version).observe(
+            time.perf_counter() - started
+        )
+
+    def _embed_arm(
+        self,
+        arm: Arm,
+        frames: list[str],
+        crops: dict[str, tuple[Arm, npt.NDArray[np.uint8]]],
+        per_face: dict[str, dict[str, float]],
+    ) -> dict[str, tuple[npt.NDArray[np.float32], list[Candidate]]]:
+        """Embed one arm's faces in one call and search its gallery."""
+        version = arm.model.version
+        clock = time.perf_counter()
+        embeddings = arm.model.embedder.embed([crops[frame][1] for frame in frames])
+        embed_s = time.perf_counter() - clock
+        clock = time.perf_counter()
+        searches = arm.index.search(embeddings, self.top_k)
+        match_s = time.perf_counter() - clock
+        BATCH_SIZE.labels(version).observe(len(frames))
+        STAGE_SECONDS.labels("embed", version).observe(embed_s)
+        STAGE_SECONDS.labels("match", version).observe(match_s)
+        for frame in frames:
+            per_face[frame] = {
+                "embed": embed_s * 1000 / len(frames),
+                "match": match_s * 1000 / len(frames),
+                "batch_size": float(len(frames)),
+            }
+        return {frame: (embeddings[row], searches[row]) for row, frame in enumerate(frames)}
 
     def _verdict(
         self,
         face: Face,
+        arm: Arm,
         embedding: npt.NDArray[np.float32] | None,
         top: list[Candidate],
         crop: npt.NDArray[np.uint8] | None,
         worker_timings: dict[str, float],
     ) -> Verdict:
         claimed = face.claimed_student_id
+        model = arm.model
         score = None
         if embedding is not None and claimed:
-            score = self.index.verify(embedding, claimed)
+            score = arm.index.verify(embedding, claimed)
         outcome = decide(
             face.outcome,
             claimed,
-            claimed in self.index if claimed else False,
+            claimed in arm.index if claimed else False,
             face.quality_ok,
             score,
-            self.model.threshold,
+            model.threshold,
         )
         decided_at = now()
         timings = {**face.timings_ms, **worker_timings}
         timings["end_to_end"] = (decided_at - face.captured_at) * 1000
+        sketch_row = None
+        if embedding is not None:
+            sketch_row = [round(float(v), 5) for v in sketch(embedding[None, :])[0]]
         return Verdict(
             frame_id=face.frame_id,
             gate_id=face.gate_id,
@@ -223,14 +264,16 @@ class InferenceWorker:
             decision=outcome.decision,
             reason=outcome.reason,
             score=score,
-            threshold=self.model.threshold,
+            threshold=model.threshold,
             top_matches=[Match(student_id=c.student_id, score=c.score) for c in top],
-            model_name=self.model.name,
-            model_version=self.model.version,
+            model_name=model.name,
+            model_version=model.version,
             quality=face.quality,
             quality_reasons=face.quality_reasons,
             timings_ms=timings,
             thumbnail=thumbnail(crop) if crop is not None and self.thumbnails else None,
+            model_alias=arm.alias,
+            embedding_sketch=sketch_row,
         )
 
     def _dead_letter(self, record: ConsumerRecord, reason: str, detail: str) -> None:

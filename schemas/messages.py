@@ -4,10 +4,12 @@ Version history (each reader upgrades the previous version; see ``UPGRADES``):
 - frame v2: ``student_id`` renamed ``claimed_student_id``; ``source`` added.
 - face v2: per-stage ``timings_ms`` added.
 - verdict v2: ``thumbnail`` (the aligned face as JPEG, for the proctor console) added.
+- verdict v3: ``model_alias`` (champion or canary) and ``embedding_sketch`` (for drift) added.
 - feedback v2: ``user`` renamed ``proctor``.
 - drift v2: ``model_version`` added.
 - enrollment v2: ``model_version`` added.
 - model_event v2: ``canary_share`` added.
+- model_event v3: ``run_id`` added; action ``refused`` (a candidate the gate turned down).
 - dead_letter v2: ``frame_id`` added.
 """
 
@@ -131,8 +133,8 @@ class Verdict(Message):
     """The recommendation to the proctor for one frame, with its reason and evidence."""
 
     SCHEMA = "verdict"
-    VERSION = 2
-    UPGRADES = {1: _add(thumbnail=None)}
+    VERSION = 3
+    UPGRADES = {1: _add(thumbnail=None), 2: _add(model_alias="champion", embedding_sketch=None)}
 
     frame_id: str
     gate_id: str
@@ -151,6 +153,11 @@ class Verdict(Message):
     quality_reasons: list[str] = Field(default_factory=list)
     timings_ms: dict[str, float] = Field(default_factory=dict)
     thumbnail: bytes | None = None
+    # Which rollout arm decided: the champion, or the canary for its share of students.
+    model_alias: Literal["champion", "canary"] = "champion"
+    # A fixed random projection of the face's embedding to a few dimensions: enough for the
+    # drift monitor to compare embedding distributions, far too little to match a face with.
+    embedding_sketch: list[float] | None = Field(default=None, max_length=64)
 
 
 class Feedback(Message):
@@ -207,19 +214,23 @@ class Enrollment(Message):
 
 
 class ModelEvent(Message):
-    """A registry alias change that serving workers follow (canary, promotion, roll-back)."""
+    """A registry alias change that serving workers follow (canary, promotion, roll-back),
+    or a candidate the evaluation gate refused (``refused``: never registered, so ``version``
+    names the training run)."""
 
     SCHEMA = "model_event"
-    VERSION = 2
-    UPGRADES = {1: _add(canary_share=None)}
+    VERSION = 3
+    UPGRADES = {1: _add(canary_share=None), 2: _add(run_id=None)}
 
     model_name: str
     version: str
     alias: Literal["champion", "canary", "challenger"]
-    action: Literal["set", "removed", "promoted", "rolled_back"]
+    action: Literal["set", "removed", "promoted", "rolled_back", "refused"]
     canary_share: float | None = Field(default=None, ge=0.0, le=1.0)
     at: float
     reason: str = ""
+    # The MLflow run that produced the model (training, evaluation gate), when known.
+    run_id: str | None = None
 
 
 class DeadLetter(Message):

@@ -173,3 +173,22 @@ def calibrate_command(
             f"TAR@{selection_far:g} {entry['tar_at_selection_far']}"
         )
     click.echo(f"champion: {result['champion']} ({result['selection_rule']}); written to {target}")
+
+
+@models_group.command("rollback")
+@click.option("--to", "to_version", default=None, help="Version to go back to.")
+@click.option("--reason", default="rolled back by hand", show_default=True)
+@click.option("--canary", "canary_only", is_flag=True, help="Only stop the running canary.")
+def rollback(to_version: str | None, reason: str, canary_only: bool) -> None:
+    """Roll back: stop the canary, or point the champion back at the version it replaced."""
+    from facegate.settings import KafkaSettings
+    from trainer.promotion import rollback_canary, rollback_champion
+
+    settings = load_settings(MlflowSettings)
+    kafka = load_settings(KafkaSettings)
+    if canary_only:
+        step = rollback_canary(settings, kafka, reason)
+        click.echo(f"canary v{step.version} removed; champion v{step.previous} serves everyone")
+        return
+    step = rollback_champion(settings, kafka, reason, to_version)
+    click.echo(f"champion: v{step.previous} -> v{step.version}")

@@ -8,6 +8,7 @@ licence and source.  Workers never copy model files by hand: they resolve an ali
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import shutil
@@ -140,6 +141,25 @@ def set_alias(settings: MlflowSettings, alias: str, version: str) -> None:
     if alias not in ALIASES:
         raise FacegateError(f"unknown alias {alias!r}; use one of {', '.join(ALIASES)}")
     _client(settings).set_registered_model_alias(settings.registered_model, alias, version)
+
+
+def remove_alias(settings: MlflowSettings, alias: str) -> None:
+    """Remove ``alias`` (no error when it is not set)."""
+    with contextlib.suppress(MlflowException):
+        _client(settings).delete_registered_model_alias(settings.registered_model, alias)
+
+
+def version_tags(settings: MlflowSettings, version: str) -> dict[str, str]:
+    """The tags of a registered version."""
+    found = _client(settings).get_model_version(settings.registered_model, version)
+    return dict(found.tags)
+
+
+def tag_version(settings: MlflowSettings, version: str, tags: dict[str, str]) -> None:
+    """Set tags on a registered version (rollout history, gate results)."""
+    client = _client(settings)
+    for key, value in tags.items():
+        client.set_model_version_tag(settings.registered_model, version, key, value)
 
 
 def list_versions(settings: MlflowSettings) -> list[dict[str, Any]]:

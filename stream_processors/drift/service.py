@@ -1,0 +1,177 @@
+"""The drift monitor as a service: the consumer loop, report publishing, dead letters, commits.
+
+One consumer group (``facegate-drift``) reads ``verdicts`` and ``feedback``.  After each poll the
+reports of the windows that closed are published to ``drift`` (keyed by gate, ``all`` for the
+all-gates window) and unreadable records go to the dead-letter topic; only when the broker has
+acknowledged all of them are the offsets committed.  Records of windows still open when the
+process dies are not replayed: their window restarts (drift statistics are estimates, and a
+replay would count the records of closed windows twice).  On a clean stop the open windows
+with enough verdicts are reported.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from types import FrameType
+from typing import Any
+
+from kafka import KafkaConsumer, KafkaProducer
+from kafka.consumer.fetcher import ConsumerRecord
+from prometheus_client import start_http_server
+
+from facegate.heartbeat import Heartbeat
+from facegate.kafka_clients import ensure_topics, make_consumer, make_producer
+from facegate.redis_client import make_redis
+from schemas.codec import SchemaError, decode, encode
+from schemas.messages import DeadLetter, DriftReport, Feedback, Verdict, now
+from schemas.topics import DRIFT, FEEDBACK, FRAMES_DLQ, VERDICTS
+from stream_processors.drift.metrics import DEAD_LETTERS, record_report
+from stream_processors.drift.monitor import DriftMonitor
+from stream_processors.drift.reference import (
+    MemoryReferenceStore,
+    RedisReferenceStore,
+    ReferenceStore,
+    gate_label,
+)
+from stream_processors.drift.settings import DriftSettings
+
+log = logging.getLogger(__name__)
+SERVICE = "drift-monitor"
+POLL_TIMEOUT_MS = 500
+SEND_TIMEOUT_S = 30.0
+
+
+class DriftService:
+    """Consume, update the monitor, publish reports, then commit."""
+
+    def __init__(
+        self, monitor: DriftMonitor, consumer: KafkaConsumer, producer: KafkaProducer
+    ) -> None:
+        self.monitor = monitor
+        self.consumer = consumer
+        self.producer = producer
+        self.stopping = threading.Event()
+        self.reports_published = 0
+        self.dead_letters = 0
+        self.records_seen = 0
+
+    def run(self) -> None:
+        """Serve until :attr:`stopping` is set; then report the open windows and return."""
+        while not self.stopping.is_set():
+            self.step()
+        self._publish(self.monitor.close_all(), [])
+        self.producer.flush(timeout=SEND_TIMEOUT_S)
+
+    def step(self) -> None:
+        """One poll: handle its records, close old windows, publish, commit."""
+        batches = self.consumer.poll(timeout_ms=POLL_TIMEOUT_MS)
+        reports: list[DriftReport] = []
+        pending: list[Any] = []
+        count = 0
+        for records in batches.values():
+            for record in records:
+                count += 1
+                reports += self.handle(record, pending)
+        reports += self.monitor.tick()
+        self._publish(reports, pending)
+        if count:
+            # Every report and dead letter of these records is acknowledged: move on.
+            self.consumer.commit()
+            self.records_seen += count
+
+    def handle(self, record: ConsumerRecord, pending: list[Any]) -> list[DriftReport]:
+        """The reports a record closes; an unreadable record is dead-lettered instead."""
+        try:
+            if record.topic == FEEDBACK.name:
+                return self.monitor.add_feedback(decode(record.value, Feedback))
+            return self.monitor.add_verdict(decode(record.value, Verdict))
+        except SchemaError as error:
+            pending.append(self._dead_letter(record, error))
+            return []
+
+    def _dead_letter(self, record: ConsumerRecord, error: SchemaError) -> Any:
+        log.warning(
+            "unreadable record %s[%d]@%d: %s", record.topic, record.partition, record.offset, error
+        )
+        DEAD_LETTERS.labels(SERVICE, error.reason).inc()
+        self.dead_letters += 1
+        letter = DeadLetter(
+            source_topic=record.topic,
+            partition=record.partition,
+            offset=record.offset,
+            key=record.key,
+            reason=error.reason,
+            detail=error.detail,
+            service=SERVICE,
+            failed_at=now(),
+            payload=record.value,
+        )
+        return self.producer.send(FRAMES_DLQ.name, key=record.key, value=encode(letter))
+
+    def _publish(self, reports: list[DriftReport], pending: list[Any]) -> None:
+        futures = list(pending)
+        for report in reports:
+            key = gate_label(report.gate_id).encode()
+            futures.append(self.producer.send(DRIFT.name, key=key, value=encode(report)))
+        for future in futures:
+            future.get(timeout=SEND_TIMEOUT_S)
+        for report in reports:
+            record_report(report)
+            self.reports_published += 1
+            if report.breached:
+                log.warning(
+                    "drift %s/%s: %s breached",
+                    gate_label(report.gate_id),
+                    report.model_version,
+                    ", ".join(report.breached),
+                )
+
+
+def reference_store(settings: DriftSettings) -> ReferenceStore:
+    """Redis references when the settings ask for them, else memory ones."""
+    if settings.redis_references:
+        return RedisReferenceStore(make_redis(settings.redis))
+    return MemoryReferenceStore()
+
+
+def build_service(settings: DriftSettings) -> DriftService:
+    """The service with its consumer (subscribed to verdicts and feedback) and producer."""
+    ensure_topics(settings.kafka, [VERDICTS, FEEDBACK, DRIFT, FRAMES_DLQ])
+    consumer = make_consumer(settings.kafka, settings.group_id, [VERDICTS.name, FEEDBACK.name])
+    producer = make_producer(settings.kafka)
+    return DriftService(DriftMonitor(settings, reference_store(settings)), consumer, producer)
+
+
+def run_monitor(settings: DriftSettings) -> None:
+    """Run the drift monitor until SIGTERM or SIGINT."""
+    service = build_service(settings)
+
+    def stop(signum: int, _frame: FrameType | None) -> None:
+        log.info("signal %d: reporting open windows and stopping", signum)
+        service.stopping.set()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    if settings.metrics_port:
+        start_http_server(settings.metrics_port, addr=settings.metrics_host)
+    heartbeat = Heartbeat(make_redis(settings.redis), SERVICE).start()
+    log.info(
+        "drift monitor: group %s, windows of %d verdicts or %.0f s",
+        settings.group_id,
+        settings.window_size,
+        settings.window_seconds,
+    )
+    try:
+        service.run()
+    finally:
+        heartbeat.stop()
+        service.consumer.close()
+        service.producer.close()
+        log.info(
+            "drift monitor stopped: %d records, %d reports, %d dead letters",
+            service.records_seen,
+            service.reports_published,
+            service.dead_letters,
+        )
