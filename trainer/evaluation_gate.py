@@ -33,7 +33,7 @@ from inference_worker.embedder import Embedder
 from stream_processors.face_analysis import AlignmentTarget, FaceAnalyzer
 from stream_processors.vision.mtcnn import MtcnnDetector
 from trainer.evaluation.degradations import SLICES
-from trainer.evaluation.metrics import MIN_FALSE_ACCEPTS, tar_at_far
+from trainer.evaluation.metrics import MIN_FALSE_ACCEPTS, RocCurve, roc_curve, tar_at_far
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +78,8 @@ class SliceResult:
     candidate_failures: float
     # The candidate's threshold at ``far`` on this slice (an operating point for it).
     candidate_threshold: float | None = None
+    # ROC curves ("champion", "candidate") for the gate's figures; not part of the report.
+    curves: dict[str, RocCurve] = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def delta(self) -> float | None:
@@ -178,7 +180,7 @@ class SuiteEmbedder:
     ) -> dict[str, tuple[npt.NDArray[np.float32], npt.NDArray[np.bool_]]]:
         """Per model: (N, D) unit embeddings (zero rows where no face) and a validity mask."""
         crops: dict[str, list[np.ndarray | None]] = {name: [] for name in self.embedders}
-        for sample in tqdm(samples, desc=f"gate {label}", unit="image", leave=False):
+        for sample in tqdm(samples, desc=f"gate {label}", unit="image", leave=False, disable=None):
             image = _read_rgb(sample.path)
             if image is not None and transform is not None:
                 image = transform(image)
@@ -256,6 +258,12 @@ def compare_slice(
         points = tar_at_far(cand_gen, cand_imp, [far])
         candidate_tar = points.tar[_key(far)]
         candidate_threshold = points.threshold[_key(far)]
+    curves = {}
+    if champ_gen.size and champ_imp.size:
+        curves = {
+            "champion": roc_curve(champ_gen, champ_imp),
+            "candidate": roc_curve(cand_gen, cand_imp),
+        }
     return SliceResult(
         name=name,
         images=len(identities),
@@ -267,7 +275,25 @@ def compare_slice(
         champion_failures=float(np.mean(~champion[1])) if len(identities) else 0.0,
         candidate_failures=float(np.mean(~candidate[1])) if len(identities) else 0.0,
         candidate_threshold=candidate_threshold,
+        curves=curves,
     )
+
+
+def plot_gate(result: GateResult, folder: Path) -> list[Path]:
+    """One ROC figure per measured slice, champion against candidate, with the gate's FAR."""
+    from trainer.evaluation.plots import plot_roc
+
+    paths = []
+    for s in result.slices:
+        if not s.curves:
+            continue
+        failed = any(f.startswith(f"{s.name}:") for f in result.failures)
+        title = f"gate {s.name}"
+        if s.far is not None and s.delta is not None:
+            title += f": TAR delta {s.delta:+.3f} at FAR {s.far:.0e}"
+        title += " (FAILED)" if failed else ""
+        paths.append(plot_roc(s.curves, folder / f"roc_{s.name.replace('/', '_')}.png", title))
+    return paths
 
 
 def _key(far: float) -> str:

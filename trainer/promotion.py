@@ -97,6 +97,7 @@ def start_canary(
     version: str,
     share: float,
     reason: str,
+    run_id: str | None = None,
 ) -> RolloutStep:
     """Make ``version`` the canary for ``share`` of the students."""
     if not 0.0 < share <= 1.0:
@@ -120,6 +121,7 @@ def start_canary(
             canary_share=share,
             at=now(),
             reason=reason,
+            run_id=run_id or version_tags(mlflow_settings, version).get("training_run"),
         ),
     )
     return step

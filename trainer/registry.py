@@ -186,14 +186,21 @@ def list_versions(settings: MlflowSettings) -> list[dict[str, Any]]:
     return sorted(rows, key=lambda row: int(row["version"]), reverse=True)
 
 
-def resolve(settings: MlflowSettings, alias: str = "champion") -> RegisteredEmbedder:
-    """Download the version behind ``alias`` into the local cache (once) and describe it."""
+def resolve(
+    settings: MlflowSettings, alias: str = "champion", version_number: str | None = None
+) -> RegisteredEmbedder:
+    """Download the version behind ``alias`` (or ``version_number``) into the local cache
+    (once) and describe it."""
     client = _client(settings)
+    name = f"v{version_number}" if version_number else f"@{alias}"
     try:
-        version = client.get_model_version_by_alias(settings.registered_model, alias)
+        if version_number:
+            version = client.get_model_version(settings.registered_model, version_number)
+        else:
+            version = client.get_model_version_by_alias(settings.registered_model, alias)
     except MlflowException as exc:
         raise FacegateError(
-            f"no {settings.registered_model}@{alias} in the registry at {settings.tracking_uri}: "
+            f"no {settings.registered_model} {name} in the registry at {settings.tracking_uri}: "
             f"{exc.message.splitlines()[0] if exc.message else exc}"
         ) from None
     cache = models_dir() / "registry" / settings.registered_model / str(version.version)

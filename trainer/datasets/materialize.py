@@ -1,0 +1,103 @@
+"""Fetch a manifest's images to local files, each checked against its recorded SHA-256.
+
+The same manifest always rebuilds the same set: an image that is gone or whose bytes changed
+stops the rebuild with an error naming it, never silently changes the set.  Objects from the
+store are cached by checksum under ``<cache_dir>/blobs`` (content-addressed, so a cached blob
+is exactly what the manifest names); folder images are checked in place.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from minio import Minio
+from tqdm import tqdm
+
+from facegate.errors import FacegateError
+from facegate.object_store import get_bytes
+from trainer.datasets.manifest import DatasetManifest, ManifestEntry, Split
+from trainer.datasets.sources import parse_s3_uri
+
+
+@dataclass(frozen=True)
+class LocalEntry:
+    """A manifest entry and the local file holding its verified bytes."""
+
+    entry: ManifestEntry
+    path: Path
+
+
+def blob_path(cache_dir: Path, sha256: str) -> Path:
+    """Where a blob with this checksum is cached."""
+    return cache_dir / "blobs" / sha256[:2] / sha256
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` so that readers (other ranks) never see a partial file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _check(entry: ManifestEntry, data: bytes | None, version: str) -> bytes:
+    if data is None:
+        raise FacegateError(
+            f"dataset {version[:12]}: {entry.uri} (identity {entry.identity}) is missing; "
+            "the manifest cannot be rebuilt: build a new manifest"
+        )
+    actual = _sha256(data)
+    if actual != entry.sha256:
+        raise FacegateError(
+            f"dataset {version[:12]}: {entry.uri} (identity {entry.identity}) changed since the "
+            f"manifest was built (sha256 {actual[:12]}, recorded {entry.sha256[:12]}); the same "
+            "manifest must rebuild the same set: build a new manifest"
+        )
+    return data
+
+
+def _local(entry: ManifestEntry, cache_dir: Path, client: Minio | None, version: str) -> Path:
+    if not entry.uri.startswith("s3://"):
+        path = Path(entry.uri)
+        _check(entry, path.read_bytes() if path.is_file() else None, version)
+        return path
+    cached = blob_path(cache_dir, entry.sha256)
+    if cached.is_file() and _sha256(cached.read_bytes()) == entry.sha256:
+        return cached
+    if client is None:
+        raise FacegateError(f"{entry.uri}: fetching from the object store needs a client")
+    bucket, key = parse_s3_uri(entry.uri)
+    write_atomic(cached, _check(entry, get_bytes(client, bucket, key), version))
+    return cached
+
+
+def materialize(
+    manifest: DatasetManifest,
+    cache_dir: Path,
+    client: Minio | None = None,
+    entries: Sequence[ManifestEntry] | None = None,
+    progress: bool = True,
+    splits: Sequence[Split] | None = None,
+) -> list[LocalEntry]:
+    """Local, verified files of every entry (or of ``entries``, or of ``splits``' entries)."""
+    selected = manifest.entries if entries is None else list(entries)
+    if splits is not None:
+        selected = [e for e in selected if e.split in splits]
+    return [
+        LocalEntry(entry, _local(entry, cache_dir, client, manifest.version))
+        for entry in tqdm(selected, desc="fetch images", unit="img", disable=not progress)
+    ]
