@@ -73,8 +73,9 @@ def ensure_topics(
             if topic.name in existing:
                 continue
             try:
+                configs = {"retention.ms": str(topic.retention_ms)} if topic.retention_ms else None
                 admin.create_topics(
-                    [NewTopic(topic.name, topic.partitions, replication_factor)],
+                    [NewTopic(topic.name, topic.partitions, replication_factor, None, configs)],
                     timeout_ms=10_000,
                 )
                 created.append(topic.name)

@@ -15,14 +15,29 @@ class Topic:
     partitions: int
     key: str
     description: str
+    # How long the broker keeps records (retention.ms); None: the broker's default. Topics that
+    # carry faces (frames, crops, verdicts' thumbnails) keep them only as long as the pipeline
+    # and the proctors need them.
+    retention_ms: int | None = None
 
 
-FRAMES = Topic("frames", 8, "gate_id", "camera frames (JPEG + gate, exam, claimed student, time)")
-FRAMES_DLQ = Topic(
-    "frames.dlq", 1, "source topic", "messages that could not be processed, with the reason"
+DAY_MS = 24 * 3600 * 1000
+
+
+FRAMES = Topic(
+    "frames", 8, "gate_id", "camera frames (JPEG + gate, exam, claimed student, time)", DAY_MS
 )
-FACES = Topic("faces", 8, "gate_id", "aligned face crops with landmarks and quality")
-VERDICTS = Topic("verdicts", 4, "exam_id", "accept / reject / review with scores and reasons")
+FRAMES_DLQ = Topic(
+    "frames.dlq",
+    1,
+    "source topic",
+    "messages that could not be processed, with the reason",
+    7 * DAY_MS,
+)
+FACES = Topic("faces", 8, "gate_id", "aligned face crops with landmarks and quality", DAY_MS)
+VERDICTS = Topic(
+    "verdicts", 4, "exam_id", "accept / reject / review with scores and reasons", 14 * DAY_MS
+)
 FEEDBACK = Topic("feedback", 2, "exam_id", "proctor decisions on verdicts")
 DRIFT = Topic("drift", 1, "gate_id", "windowed drift reports")
 ENROLLMENTS = Topic("enrollments", 2, "student_id", "gallery changes: enrolments and removals")
