@@ -49,8 +49,8 @@ CANARY_VERDICTS = Gauge(
 )
 CANARY_CHECK = Gauge(
     "facegate_canary_check",
-    "Canary minus champion on each rollout check (positive reject, unknown and error rates "
-    "and a negative score margin are worse).",
+    "How much worse the canary is than the champion on each rollout check (positive: worse; "
+    "rates are canary minus champion, the score margin champion minus canary).",
     ["check"],
 )
 ROLLOUT_DECISIONS = Counter(
@@ -58,6 +58,8 @@ ROLLOUT_DECISIONS = Counter(
     "Canary rollouts decided by the controller, by outcome.",
     ["action"],
 )
+for _action in ("promote", "rollback"):
+    ROLLOUT_DECISIONS.labels(_action)  # exported at 0, so `increase()` sees the first decision
 
 
 class CanarySettings(BaseServiceSettings):
@@ -229,6 +231,7 @@ class CanaryController:
         self.arms: dict[str, ArmStats] = {}
         self.decisions: list[RolloutDecision] = []
         self.stopping = threading.Event()
+        self._progress_logged_at = 0.0
 
     def refresh(self) -> None:
         """Re-read the canary from the registry; a new canary starts a new comparison."""
@@ -236,6 +239,9 @@ class CanaryController:
         if canary != self.canary:
             self.canary = canary
             self.arms = {"champion": ArmStats(), "canary": ArmStats()}
+            CANARY_CHECK.clear()
+            for arm in self.arms:
+                CANARY_VERDICTS.labels(arm).set(0)
             if canary is not None:
                 log.info("comparing canary v%s with champion v%s", canary.version, canary.champion)
 
@@ -264,16 +270,22 @@ class CanaryController:
         if self.canary is None:
             return None
         canary, champion = self.arms["canary"], self.arms["champion"]
+        if not canary.verdicts or not champion.verdicts:
+            return None
+        # Compared on every step once both arms have verdicts: the check gauges follow the
+        # running comparison before there is enough to decide.
+        decision = compare(canary, champion, self.settings)
         if canary.verdicts < self.settings.min_verdicts:
             return None
         if champion.verdicts < self.settings.min_champion_verdicts:
             return None
-        return compare(canary, champion, self.settings)
+        return decision
 
     def step(self) -> RolloutDecision | None:
         """Decide and act if it is time; return what was done."""
         decision = self.decide()
         if decision is None:
+            self._log_progress()
             return None
         self._act(decision)
         ROLLOUT_DECISIONS.labels(decision.action).inc()
@@ -282,6 +294,21 @@ class CanaryController:
         self.canary = None
         self.arms = {}
         return decision
+
+    def _log_progress(self, every_s: float = 60.0) -> None:
+        """Say what the comparison waits for, once a minute while a canary runs."""
+        if self.canary is None or time.monotonic() - self._progress_logged_at < every_s:
+            return
+        self._progress_logged_at = time.monotonic()
+        canary, champion = self.arms["canary"].verdicts, self.arms["champion"].verdicts
+        log.info(
+            "canary v%s: %d/%d canary and %d/%d champion verdicts so far",
+            self.canary.version,
+            canary,
+            self.settings.min_verdicts,
+            champion,
+            self.settings.min_champion_verdicts,
+        )
 
     def _act_on_registry(self, decision: RolloutDecision) -> None:
         from trainer.promotion import promote_canary, rollback_canary

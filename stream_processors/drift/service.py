@@ -12,22 +12,21 @@ with enough verdicts are reported.
 from __future__ import annotations
 
 import logging
-import signal
 import threading
-from types import FrameType
 from typing import Any
 
 from kafka import KafkaConsumer, KafkaProducer
 from kafka.consumer.fetcher import ConsumerRecord
-from prometheus_client import start_http_server
 
+from facegate.dead_letters import send_dead_letter
 from facegate.heartbeat import Heartbeat
 from facegate.kafka_clients import ensure_topics, make_consumer, make_producer
 from facegate.redis_client import make_redis
+from facegate.service_process import serve_metrics, stop_on_signals
 from schemas.codec import SchemaError, decode, encode
-from schemas.messages import DeadLetter, DriftReport, Feedback, Verdict, now
+from schemas.messages import DriftReport, Feedback, Verdict
 from schemas.topics import DRIFT, FEEDBACK, FRAMES_DLQ, VERDICTS
-from stream_processors.drift.metrics import DEAD_LETTERS, record_report
+from stream_processors.drift.metrics import record_report
 from stream_processors.drift.monitor import DriftMonitor
 from stream_processors.drift.reference import (
     MemoryReferenceStore,
@@ -92,23 +91,8 @@ class DriftService:
             return []
 
     def _dead_letter(self, record: ConsumerRecord, error: SchemaError) -> Any:
-        log.warning(
-            "unreadable record %s[%d]@%d: %s", record.topic, record.partition, record.offset, error
-        )
-        DEAD_LETTERS.labels(SERVICE, error.reason).inc()
         self.dead_letters += 1
-        letter = DeadLetter(
-            source_topic=record.topic,
-            partition=record.partition,
-            offset=record.offset,
-            key=record.key,
-            reason=error.reason,
-            detail=error.detail,
-            service=SERVICE,
-            failed_at=now(),
-            payload=record.value,
-        )
-        return self.producer.send(FRAMES_DLQ.name, key=record.key, value=encode(letter))
+        return send_dead_letter(self.producer, record, error, SERVICE)
 
     def _publish(self, reports: list[DriftReport], pending: list[Any]) -> None:
         futures = list(pending)
@@ -148,14 +132,8 @@ def run_monitor(settings: DriftSettings) -> None:
     """Run the drift monitor until SIGTERM or SIGINT."""
     service = build_service(settings)
 
-    def stop(signum: int, _frame: FrameType | None) -> None:
-        log.info("signal %d: reporting open windows and stopping", signum)
-        service.stopping.set()
-
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
-    if settings.metrics_port:
-        start_http_server(settings.metrics_port, addr=settings.metrics_host)
+    stop_on_signals(service.stopping, "reporting open windows and stopping")
+    serve_metrics(settings)
     heartbeat = Heartbeat(make_redis(settings.redis), SERVICE).start()
     log.info(
         "drift monitor: group %s, windows of %d verdicts or %.0f s",

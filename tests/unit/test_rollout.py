@@ -177,3 +177,25 @@ def test_controller_waits_for_enough_verdicts_then_acts_once() -> None:
 def test_parse_stamp_reads_the_rollout_tags() -> None:
     assert parse_stamp("1970-01-01T00:01:40Z") == pytest.approx(100.0)
     assert parse_stamp(None) == 0.0
+
+
+def test_check_gauges_follow_the_comparison_before_a_decision_and_reset_for_a_new_canary() -> None:
+    from prometheus_client import REGISTRY
+
+    def check(name: str) -> float | None:
+        return REGISTRY.get_sample_value("facegate_canary_check", {"check": name})
+
+    canaries = [Canary("2", "1", started_at=100.0)]
+    controller = CanaryController(
+        CanarySettings(min_verdicts=50), read_canary=lambda: canaries[-1], act=lambda d: None
+    )
+    controller.refresh()
+    controller.observe(_verdict("1", "match", 0.7, "p0", 101.0))
+    controller.observe(_verdict("2", "mismatch", 0.3, "c0", 101.0))
+    assert controller.step() is None  # far from 50 canary verdicts
+    assert check("reject_rate") == pytest.approx(1.0)
+    assert check("score_margin") == pytest.approx(0.4)
+    canaries.append(Canary("3", "1", started_at=200.0))
+    controller.refresh()
+    assert check("reject_rate") is None
+    assert REGISTRY.get_sample_value("facegate_canary_verdicts", {"alias": "canary"}) == 0
