@@ -112,11 +112,13 @@ def enroll(
     min_photos: int = 1,
     progress: Callable[[str], None] = lambda _: None,
     photos: EnrollmentPhotos | None = None,
+    by: str = "facegate",
 ) -> EnrollmentSummary:
     """Enrol every student under every model version in ``pipelines`` (version -> pipeline).
 
     With ``photos``, every photo used is kept in the object store, so that a new model version
-    can be enrolled from the same photos and training can learn from them.
+    can be enrolled from the same photos and training can learn from them.  ``by`` names who
+    enrolled in the ``enrollments`` events (``backfill`` for a new version's gallery).
     """
     summary = EnrollmentSummary()
     for entry in roster:
@@ -164,6 +166,7 @@ def enroll(
                     model_version=version,
                     template_count=count,
                     at=now(),
+                    by=by,
                 )
                 producer.send(
                     ENROLLMENTS.name, key=entry.student_id.encode(), value=encode(event)

@@ -1,4 +1,8 @@
-"""Enrolment as a command: resolve the serving models, then enrol a roster into them."""
+"""Enrolment as a command: resolve the serving models, then enrol a roster into them.
+
+Every student enrolled or removed here gets an entry in the audit log (``facegate.privacy.
+audit``): who did it, when, under which model versions.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +14,7 @@ from tqdm import tqdm
 from facegate.kafka_clients import make_producer
 from facegate.object_store import make_object_store
 from facegate.paths import models_dir
+from facegate.privacy.audit import AuditLog, default_actor
 from facegate.redis_client import make_redis
 from facegate.settings import (
     KafkaSettings,
@@ -64,11 +69,18 @@ def read_roster(path: Path, limit: int | None = None) -> list[RosterEntry]:
 
 
 def enroll_roster(
-    path: Path | list[RosterEntry], limit: int | None = None, min_photos: int = 1
+    path: Path | list[RosterEntry],
+    limit: int | None = None,
+    min_photos: int = 1,
+    actor: str | None = None,
 ) -> EnrollmentSummary:
-    """Enrol a roster into every serving model version, with a progress bar."""
+    """Enrol a roster into every serving model version, with a progress bar.
+
+    ``actor`` names who enrolled in the audit log (default: :func:`default_actor`).
+    """
     entries = read_roster(path, limit) if isinstance(path, Path) else path
     pipelines = serving_pipelines(load_settings(MlflowSettings))
+    versions = sorted(pipelines)
     client = make_redis(load_settings(RedisSettings))
     producer = make_producer(load_settings(KafkaSettings))
     bar = tqdm(total=len(entries), desc="enrolling", unit="student")
@@ -77,22 +89,34 @@ def enroll_roster(
         bar.update()
 
     try:
-        return enroll(entries, pipelines, client, producer, min_photos, tick, photo_store())
+        summary = enroll(entries, pipelines, client, producer, min_photos, tick, photo_store())
+        audit = AuditLog(client)
+        for student in summary.enrolled:
+            audit.append("enrolled", student, actor or default_actor(), {"versions": versions})
+        return summary
     finally:
         bar.close()
         producer.close()
         client.close()
 
 
-def unenroll_students(student_ids: list[str]) -> list[str]:
-    """Remove students from the gallery of every serving model version."""
+def unenroll_students(student_ids: list[str], actor: str | None = None) -> list[str]:
+    """Remove students from the gallery of every serving model version.
+
+    Templates of versions no longer served stay: ``facegate forget`` removes a student from
+    every version and every other store.
+    """
     from inference_worker.enrollment import unenroll
 
     versions = list(serving_pipelines(load_settings(MlflowSettings)))
     client = make_redis(load_settings(RedisSettings))
     producer = make_producer(load_settings(KafkaSettings))
     try:
-        return unenroll(student_ids, versions, client, producer, photo_store())
+        removed = unenroll(student_ids, versions, client, producer, photo_store())
+        audit = AuditLog(client)
+        for student in removed:
+            audit.append("unenrolled", student, actor or default_actor(), {"versions": versions})
+        return removed
     finally:
         producer.close()
         client.close()

@@ -18,12 +18,16 @@ import redis
 from kafka import KafkaProducer
 from tqdm import tqdm
 
+from facegate.settings import KafkaSettings, MlflowSettings, ObjectStoreSettings, RedisSettings
 from inference_worker.enrollment import EnrollmentSummary, RosterEntry, enroll
 from inference_worker.enrollment_photos import EnrollmentPhotos
 from inference_worker.face_pipeline import LocalFacePipeline
 from inference_worker.gallery import GalleryStore, student_key
 
 log = logging.getLogger(__name__)
+
+# ``by`` of the enrolment events of a backfill: students enrolled again, not new ones.
+BACKFILL = "backfill"
 
 
 @dataclass
@@ -76,12 +80,14 @@ def backfill_version(
                 continue
             name = client.hget(student_key(student), "name")
             entries.append(RosterEntry(student, name.decode() if name else student, tuple(paths)))
-        bar = tqdm(total=len(entries), desc=f"enrolling v{version}", unit="student")
+        bar = tqdm(total=len(entries), desc=f"enrolling v{version}", unit="student", disable=None)
 
         def tick(_student: str) -> None:
             bar.update()
 
-        summary: EnrollmentSummary = enroll(entries, {version: pipeline}, client, producer, 1, tick)
+        summary: EnrollmentSummary = enroll(
+            entries, {version: pipeline}, client, producer, 1, tick, by=BACKFILL
+        )
         bar.close()
     report.enrolled = summary.enrolled
     report.failed = summary.failed
@@ -93,3 +99,34 @@ def backfill_version(
         len(report.without_photos),
     )
     return report
+
+
+def backfill_model(
+    version: str,
+    model_dir: Path,
+    mlflow: MlflowSettings,
+    redis_settings: RedisSettings,
+    s3: ObjectStoreSettings,
+    kafka: KafkaSettings,
+) -> BackfillReport:
+    """Enrol the model in ``model_dir`` as ``version`` for every student of the champion's
+    gallery, from the stored enrolment photos; workers are told on ``enrollments``."""
+    from facegate.kafka_clients import make_producer
+    from facegate.object_store import make_object_store
+    from facegate.paths import models_dir
+    from facegate.redis_client import make_redis
+    from inference_worker.embedder import Embedder
+    from stream_processors.vision.mtcnn import MtcnnDetector
+    from trainer.registry import resolve
+
+    champion = resolve(mlflow)
+    client = make_redis(redis_settings)
+    producer = make_producer(kafka)
+    try:
+        detector = MtcnnDetector(models_dir() / "mtcnn").load()
+        pipeline = LocalFacePipeline(Embedder(model_dir, version=version).load(), detector, False)
+        photos = EnrollmentPhotos(make_object_store(s3), s3.bucket_datasets)
+        return backfill_version(version, pipeline, champion.version, client, photos, producer)
+    finally:
+        producer.close()
+        client.close()

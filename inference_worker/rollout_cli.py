@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import logging
-import signal
-from types import FrameType
 
 import click
 
-from facegate.settings import KafkaSettings, MlflowSettings, load_settings
+from facegate.service_process import serve_metrics, stop_on_signals
+from facegate.settings import (
+    KafkaSettings,
+    MlflowSettings,
+    ObjectStoreSettings,
+    RedisSettings,
+    load_settings,
+)
 
 log = logging.getLogger(__name__)
 
@@ -23,22 +28,14 @@ def rollout_group() -> None:
 def run_command(metrics_port: int | None) -> None:
     """Run the canary controller: compare the canary's verdicts and proctor feedback with the
     champion's and promote or roll back after FACEGATE_CANARY_MIN_VERDICTS canary verdicts."""
-    from prometheus_client import start_http_server
-
     from inference_worker.canary_controller import CanaryController, CanarySettings
 
     overrides = {"metrics_port": metrics_port} if metrics_port else {}
     settings = load_settings(CanarySettings, **overrides)
     controller = CanaryController(settings)
 
-    def stop(signum: int, _frame: FrameType | None) -> None:
-        log.info("signal %d: stopping the canary controller", signum)
-        controller.stopping.set()
-
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
-    if settings.metrics_port:
-        start_http_server(settings.metrics_port, addr=settings.metrics_host)
+    stop_on_signals(controller.stopping, "stopping the canary controller")
+    serve_metrics(settings)
     controller.run()
 
 
@@ -46,13 +43,44 @@ def run_command(metrics_port: int | None) -> None:
 @click.argument("version")
 @click.option("--share", default=0.2, show_default=True, help="Share of students routed to it.")
 @click.option("--reason", default="started by hand", show_default=True)
-def start_command(version: str, share: float, reason: str) -> None:
+@click.option(
+    "--backfill/--no-backfill",
+    default=True,
+    show_default=True,
+    help="Enrol the version's gallery from the stored enrolment photos first, if it has none.",
+)
+def start_command(version: str, share: float, reason: str, backfill: bool) -> None:
     """Make VERSION the canary for SHARE of the students (workers reload on the model event)."""
+    from facegate.redis_client import make_redis
+    from inference_worker.gallery import GalleryStore
+    from inference_worker.gallery_backfill import backfill_model
     from trainer.promotion import start_canary
+    from trainer.registry import resolve
 
-    step = start_canary(
-        load_settings(MlflowSettings), load_settings(KafkaSettings), version, share, reason
-    )
+    mlflow, kafka = load_settings(MlflowSettings), load_settings(KafkaSettings)
+    redis_settings = load_settings(RedisSettings)
+    client = make_redis(redis_settings)
+    try:
+        students = len(GalleryStore(client, version).students())
+    finally:
+        client.close()
+    if backfill and students == 0:
+        registered = resolve(mlflow, version_number=version)
+        report = backfill_model(
+            version,
+            registered.model_dir,
+            mlflow,
+            redis_settings,
+            load_settings(ObjectStoreSettings),
+            kafka,
+        )
+        click.echo(
+            f"gallery v{version}: {len(report.enrolled)}/{report.students} students enrolled "
+            f"from stored photos ({len(report.without_photos)} without photos)"
+        )
+    elif students == 0:
+        click.echo(f"warning: v{version} has no gallery: its students will be unknown_student")
+    step = start_canary(mlflow, kafka, version, share, reason)
     click.echo(f"canary: v{step.version} for {share:.0%} of students (champion v{step.previous})")
 
 
