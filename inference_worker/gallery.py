@@ -2,7 +2,10 @@
 
 Redis layout (one namespace per model version, so a model change re-embeds into a fresh one):
 - ``facegate:gallery:{version}:students``: set of enrolled student ids;
-- ``facegate:gallery:{version}:t:{student}``: the student's templates, float32 (k, D) bytes;
+- ``facegate:gallery:{version}:t:{student}``: the student's templates, float32 (k, D) bytes,
+  sealed with AES-256-GCM under the gallery key ring (template_crypto.py; plaintext values
+  written before encryption are still read);
+- ``facegate:gallery:{version}:dim``: D (not biometric: stored as it is);
 - ``facegate:student:{student}``: hash with ``name`` and ``photo`` (a small JPEG for the console).
 
 Workers load the whole gallery at start and then follow the ``enrollments`` topic, so
@@ -14,12 +17,14 @@ template per student (a single matrix product).
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
 import redis
+
+from inference_worker.template_crypto import TemplateCipher, default_cipher
 
 Vector = npt.NDArray[np.float32]
 
@@ -40,34 +45,80 @@ def normalise(rows: Vector) -> Vector:
     return scaled
 
 
-class GalleryStore:
-    """Templates in Redis for one model version."""
+def gallery_versions(client: redis.Redis[bytes]) -> list[str]:
+    """Every model version with a students set in Redis."""
+    prefix, suffix = _key(""), ":students"
+    versions = {
+        (k.decode() if isinstance(k, bytes) else str(k))[len(prefix) : -len(suffix)]
+        for k in client.scan_iter(match=f"{prefix}*{suffix}", count=1000)
+    }
+    # Not a template key of a student whose id ends in ":students".
+    return sorted(v for v in versions if ":t:" not in v)
 
-    def __init__(self, client: redis.Redis[bytes], model_version: str) -> None:
+
+def unlisted_template_keys(client: redis.Redis[bytes], listed: set[str]) -> Iterator[str]:
+    """Template keys in Redis that no students set lists (left by an interrupted write)."""
+    for raw in client.scan_iter(match=_key("*", "t", "*"), count=1000):
+        key = raw.decode() if isinstance(raw, bytes) else str(raw)
+        if key not in listed:
+            yield key
+
+
+class GalleryStore:
+    """Templates in Redis for one model version, sealed at rest (see template_crypto.py).
+
+    ``cipher`` defaults to the one of this process's settings (``FACEGATE_GALLERY_*``), looked
+    up when a template is first read or written: listing students needs no key.
+    """
+
+    def __init__(
+        self,
+        client: redis.Redis[bytes],
+        model_version: str,
+        cipher: TemplateCipher | None = None,
+    ) -> None:
         self.client = client
         self.version = model_version
+        self._cipher = cipher
+
+    @property
+    def cipher(self) -> TemplateCipher:
+        if self._cipher is None:
+            self._cipher = default_cipher()
+        return self._cipher
+
+    def template_key(self, student_id: str) -> str:
+        """The Redis key of a student's templates (also what their ciphertext is bound to)."""
+        return _key(self.version, "t", student_id)
+
+    def _decode(self, student_id: str, raw: bytes, dim: int) -> Vector:
+        data = self.cipher.open(self.template_key(student_id), raw)
+        return np.frombuffer(data, dtype=np.float32).reshape(-1, dim).copy()
 
     def put(self, student_id: str, templates: Vector) -> None:
         """Store (replace) a student's templates."""
         data = np.ascontiguousarray(normalise(templates), dtype=np.float32)
+        key = self.template_key(student_id)
+        sealed = self.cipher.seal(key, data.tobytes())
         pipe = self.client.pipeline(transaction=True)
-        pipe.set(_key(self.version, "t", student_id), data.tobytes())
+        pipe.set(key, sealed)
         pipe.set(_key(self.version, "dim"), str(data.shape[1]))
         pipe.sadd(_key(self.version, "students"), student_id)
         pipe.execute()
 
     def get(self, student_id: str) -> Vector | None:
         """A student's templates, or None when not enrolled under this model version."""
-        raw = self.client.get(_key(self.version, "t", student_id))
+        raw = self.client.get(self.template_key(student_id))
         if raw is None:
             return None
         dim = int(self.client.get(_key(self.version, "dim")) or 0)
-        return np.frombuffer(raw, dtype=np.float32).reshape(-1, dim).copy()
+        self.cipher.refresh()
+        return self._decode(student_id, raw, dim)
 
     def remove(self, student_id: str) -> bool:
         """Delete a student's templates; return whether there were any."""
         pipe = self.client.pipeline(transaction=True)
-        pipe.delete(_key(self.version, "t", student_id))
+        pipe.delete(self.template_key(student_id))
         pipe.srem(_key(self.version, "students"), student_id)
         deleted, _ = pipe.execute()
         return bool(deleted)
@@ -80,16 +131,17 @@ class GalleryStore:
     def load_all(self) -> dict[str, Vector]:
         """Every student's templates (read in batches through a pipeline)."""
         students = self.students()
+        self.cipher.refresh()
         result: dict[str, Vector] = {}
         for start in range(0, len(students), 1000):
             chunk = students[start : start + 1000]
             pipe = self.client.pipeline(transaction=False)
             for student in chunk:
-                pipe.get(_key(self.version, "t", student))
+                pipe.get(self.template_key(student))
             dim = int(self.client.get(_key(self.version, "dim")) or 0)
             for student, raw in zip(chunk, pipe.execute(), strict=True):
                 if raw is not None:
-                    result[student] = np.frombuffer(raw, dtype=np.float32).reshape(-1, dim).copy()
+                    result[student] = self._decode(student, raw, dim)
         return result
 
 

@@ -5,19 +5,25 @@ from __future__ import annotations
 import logging
 import threading
 
+import redis
 from kafka import KafkaProducer, TopicPartition
 from kafka.consumer.fetcher import ConsumerRecord
 
+from facegate.dead_letters import send_dead_letter
+from facegate.errors import FacegateError
 from facegate.kafka_clients import make_consumer
 from facegate.metrics import DEAD_LETTERS
 from facegate.settings import KafkaSettings
 from inference_worker.gallery import GalleryIndex, GalleryStore
-from schemas.codec import SchemaError, decode, encode
-from schemas.messages import DeadLetter, Enrollment, now
-from schemas.topics import ENROLLMENTS, FRAMES_DLQ
+from schemas.codec import SchemaError, decode
+from schemas.messages import Enrollment
+from schemas.topics import ENROLLMENTS
 
 log = logging.getLogger(__name__)
 SERVICE = "gallery-sync"
+# Backoff while Redis is unreachable: first wait, longest wait.
+RETRY_FIRST_S = 0.5
+RETRY_MAX_S = 10.0
 
 
 class GallerySync:
@@ -76,26 +82,49 @@ class GallerySync:
                 for records in consumer.poll(timeout_ms=500).values():
                     for record in records:
                         try:
-                            self.apply(decode(record.value, Enrollment))
+                            event = decode(record.value, Enrollment)
                         except SchemaError as error:
                             self._dead_letter(record, error)
+                            continue
+                        try:
+                            self._apply_with_retry(event)
+                        except FacegateError as error:
+                            # A template this worker cannot open (no key, unknown key id,
+                            # tampered): the student keeps their last state here, the event
+                            # goes to the dead letters with the reason, the thread goes on.
+                            self._dead_letter(
+                                record, SchemaError("template_unreadable", str(error))
+                            )
         finally:
             consumer.close()
 
+    def _apply_with_retry(self, event: Enrollment) -> None:
+        """Apply one event, waiting out a Redis outage with backoff.
+
+        Without this, one failed read ended the thread and the worker silently stopped
+        following enrolments until restarted.  The event is never skipped: the serving gallery
+        keeps its last state meanwhile (frames are still decided), and the student is brought
+        up to date as soon as Redis answers again.
+        """
+        delay = RETRY_FIRST_S
+        while not self._stop.is_set():
+            try:
+                self.apply(event)
+                return
+            except redis.RedisError as error:
+                log.warning(
+                    "gallery %s: Redis unavailable for %s (%s); retrying in %.1f s",
+                    self.store.version,
+                    event.student_id,
+                    error,
+                    delay,
+                )
+                self._stop.wait(delay)
+                delay = min(delay * 2, RETRY_MAX_S)
+
     def _dead_letter(self, record: ConsumerRecord, error: SchemaError) -> None:
-        log.warning("unreadable enrollment event: %s", error)
-        DEAD_LETTERS.labels(SERVICE, error.reason).inc()
         if self.producer is None:
+            log.warning("enrollment event not applied: %s", error)
+            DEAD_LETTERS.labels(SERVICE, error.reason).inc()
             return
-        letter = DeadLetter(
-            source_topic=record.topic,
-            partition=record.partition,
-            offset=record.offset,
-            key=record.key,
-            reason=error.reason,
-            detail=error.detail,
-            service=SERVICE,
-            failed_at=now(),
-            payload=record.value,
-        )
-        self.producer.send(FRAMES_DLQ.name, key=record.key, value=encode(letter)).get(timeout=30)
+        send_dead_letter(self.producer, record, error, SERVICE).get(timeout=30)

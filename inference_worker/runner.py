@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import logging
-import signal
-from types import FrameType
+import os
 
 import cv2
-from prometheus_client import start_http_server
 
 from facegate.heartbeat import Heartbeat
 from facegate.kafka_clients import make_consumer, make_producer
 from facegate.redis_client import make_redis
+from facegate.service_process import serve_metrics, stop_on_signals
 from inference_worker.gallery import GalleryIndex, GalleryStore
 from inference_worker.gallery_sync import GallerySync
 from inference_worker.metrics import describe_serving_model
@@ -23,6 +22,11 @@ from schemas.topics import FACES
 
 log = logging.getLogger(__name__)
 
+# MLflow's client retries a failed request 7 times with exponential backoff: about four minutes
+# before the follower hears of an outage, counts it and can act on a model event again.  The
+# follower re-polls every `model_refresh_s` anyway, so once it is running it is the retry loop.
+FOLLOWER_MLFLOW_RETRIES = "2"
+
 
 def run_worker(settings: InferenceWorkerSettings) -> None:
     """Load the model and gallery, join the consumer group, serve until stopped."""
@@ -33,6 +37,8 @@ def run_worker(settings: InferenceWorkerSettings) -> None:
     if settings.model_source == "registry":
         # Champion and canary from the registry's aliases, swapped as model events arrive.
         follower = ModelFollower(settings, client, producer).start()
+        # After the first load (which may wait for a registry that is still starting).
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", FOLLOWER_MLFLOW_RETRIES)
         serving = lambda: follower.current  # noqa: E731
         sync = None
     else:
@@ -57,14 +63,8 @@ def run_worker(settings: InferenceWorkerSettings) -> None:
         settings.thumbnails,
     )
 
-    def stop(signum: int, _frame: FrameType | None) -> None:
-        log.info("signal %d: finishing the current batch", signum)
-        worker.stopping.set()
-
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
-    if settings.metrics_port:
-        start_http_server(settings.metrics_port, addr=settings.metrics_host)
+    stop_on_signals(worker.stopping, "finishing the current batch")
+    serve_metrics(settings)
     heartbeat = Heartbeat(client, "worker").start()
     try:
         worker.run()

@@ -1,0 +1,92 @@
+"""A worker's gallery sync on the real broker and Redis: an unreadable enrolment event and a
+template sealed with a key the worker does not have both go to the dead-letter topic with
+their reason, and the sync goes on to apply the next event."""
+
+from __future__ import annotations
+
+import time
+import uuid
+
+import numpy as np
+import pytest
+from kafka import TopicPartition
+
+from facegate.kafka_clients import make_consumer, make_producer
+from facegate.redis_client import make_redis
+from facegate.settings import KafkaSettings, RedisSettings
+from facegate.stack import LocalStack
+from inference_worker.gallery import GalleryIndex, GalleryStore
+from inference_worker.gallery_sync import SERVICE, GallerySync
+from inference_worker.template_crypto import KeyRing, TemplateCipher, new_key
+from schemas.codec import decode, encode
+from schemas.messages import DeadLetter, Enrollment, now
+from schemas.topics import ENROLLMENTS, FRAMES_DLQ
+
+pytestmark = pytest.mark.integration
+DIM = 8
+
+
+def _letters(keys: set[bytes], timeout_s: float) -> dict[bytes, DeadLetter]:
+    consumer = make_consumer(KafkaSettings(), group_id=None)
+    found: dict[bytes, DeadLetter] = {}
+    try:
+        assigned = [TopicPartition(FRAMES_DLQ.name, p) for p in range(FRAMES_DLQ.partitions)]
+        consumer.assign(assigned)
+        consumer.seek_to_beginning(*assigned)
+        deadline = time.monotonic() + timeout_s
+        while set(found) != keys and time.monotonic() < deadline:
+            for records in consumer.poll(timeout_ms=300).values():
+                for record in records:
+                    letter = decode(record.value, DeadLetter)
+                    if letter.service == SERVICE and letter.key in keys:
+                        found[letter.key] = letter
+    finally:
+        consumer.close()
+    return found
+
+
+def _event(student: str, version: str) -> bytes:
+    return encode(
+        Enrollment(
+            student_id=student, action="enrolled", model_version=version, template_count=1, at=now()
+        )
+    )
+
+
+def test_unreadable_events_and_templates_are_dead_lettered_and_sync_goes_on(
+    local_stack: LocalStack,
+) -> None:
+    version = f"letters-{uuid.uuid4().hex[:8]}"
+    client = make_redis(RedisSettings())
+    mine = TemplateCipher(KeyRing([new_key("worker-key")]))
+    foreign = TemplateCipher(KeyRing([new_key("other-key")]))
+    rng = np.random.default_rng(0)
+    sealed_elsewhere, good = f"s-{uuid.uuid4().hex[:6]}", f"s-{uuid.uuid4().hex[:6]}"
+    producer = make_producer(KafkaSettings())
+    sync = GallerySync(
+        GalleryStore(client, version, mine), GalleryIndex(DIM), KafkaSettings(), producer
+    )
+    sync.start()
+    try:
+        # Written after the worker started, by someone holding another key.
+        GalleryStore(client, version, foreign).put(sealed_elsewhere, rng.normal(size=(1, DIM)))
+        garbage_key = f"garbage-{uuid.uuid4().hex[:6]}".encode()
+        producer.send(ENROLLMENTS.name, key=garbage_key, value=b"\x00 not an event").get(30)
+        producer.send(
+            ENROLLMENTS.name, key=sealed_elsewhere.encode(), value=_event(sealed_elsewhere, version)
+        ).get(30)
+        GalleryStore(client, version, mine).put(good, rng.normal(size=(1, DIM)))
+        producer.send(ENROLLMENTS.name, key=good.encode(), value=_event(good, version)).get(30)
+        letters = _letters({garbage_key, sealed_elsewhere.encode()}, timeout_s=30)
+        deadline = time.monotonic() + 30
+        while good not in set(sync.index.students()) and time.monotonic() < deadline:
+            time.sleep(0.2)
+    finally:
+        sync.stop()
+        producer.close()
+    assert letters[sealed_elsewhere.encode()].reason == "template_unreadable"
+    assert "other-key" in letters[sealed_elsewhere.encode()].detail
+    assert letters[garbage_key].reason and letters[garbage_key].payload == b"\x00 not an event"
+    students = set(sync.index.students())
+    assert good in students and sealed_elsewhere not in students
+    client.close()
