@@ -8,12 +8,13 @@ console keeps in Redis beside the decision (``evidence_key``) for ``evidence_ttl
 from __future__ import annotations
 
 import json
-from typing import Any, Literal, get_args
+from typing import Literal, get_args
 
 import redis
 from kafka import KafkaProducer
 
 from facegate.errors import FacegateError
+from facegate.privacy.audit import AUDIT_STREAM, AuditEntry, read_audit  # append-only
 from schemas.codec import encode
 from schemas.messages import Feedback, Verdict, new_id, now
 from schemas.topics import FEEDBACK
@@ -26,8 +27,6 @@ ACTION_LABELS: dict[str, str] = {
     "impostor": "Impostor",
     "retry": "Ask for retry",
 }
-# Append-only: entries are only ever added (XADD), never edited.
-AUDIT_STREAM = "facegate:audit"
 
 
 def evidence_key(frame_id: str) -> str:
@@ -79,7 +78,6 @@ class FeedbackRecorder:
         ).get(timeout=10)
         self.client.xadd(AUDIT_STREAM, {"entry": json.dumps(feedback.model_dump(mode="json"))})
 
-    def audit(self, count: int = 200) -> list[dict[str, Any]]:
-        """The latest audit entries, newest first."""
-        rows = self.client.xrevrange(AUDIT_STREAM, count=count)
-        return [json.loads(fields[b"entry"]) for _, fields in rows]
+    def audit(self, count: int = 200) -> list[AuditEntry]:
+        """The latest audit entries of every kind, newest first."""
+        return read_audit(self.client, count)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import signal
 import threading
 from typing import Any
 
@@ -62,30 +61,22 @@ def add_user_command(name: str, role: str, password: str) -> None:
 @click.option("--metrics-port", type=int, default=None, help="Prometheus port (none by default).")
 def feedback_consumer_command(metrics_port: int | None) -> None:
     """Turn proctors' decisions into a training dataset and the proctor-seen error metrics."""
-    from minio import Minio
-    from prometheus_client import start_http_server
-
     from console.feedback_consumer import FeedbackSink, run_consumer
     from facegate.kafka_clients import ensure_topics, make_consumer
+    from facegate.object_store import make_object_store
     from facegate.redis_client import make_redis
+    from facegate.service_process import serve_metrics, stop_on_signals
     from schemas.topics import FEEDBACK
 
     settings = _settings(metrics_port=metrics_port)
     s3 = settings.s3
-    store = Minio(
-        s3.endpoint,
-        access_key=s3.access_key,
-        secret_key=s3.secret_key.get_secret_value(),
-        secure=s3.secure,
-        region=s3.region,
-    )
+    store = make_object_store(s3)
     if not store.bucket_exists(s3.bucket_feedback):
         store.make_bucket(s3.bucket_feedback)
     ensure_topics(settings.kafka, [FEEDBACK])
-    if settings.metrics_port:
-        start_http_server(settings.metrics_port, addr=settings.metrics_host)
+    serve_metrics(settings)
     stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    stop_on_signals(stop, "stopping the feedback consumer")
     consumer = make_consumer(settings.kafka, settings.feedback_group_id, [FEEDBACK.name])
     click.echo(f"feedback consumer: group {settings.feedback_group_id} -> {s3.bucket_feedback}")
     try:

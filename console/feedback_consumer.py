@@ -9,8 +9,11 @@ import threading
 from typing import Any
 
 import redis
+import urllib3
 from kafka import KafkaConsumer
+from kafka.errors import CommitFailedError
 from minio import Minio
+from minio.error import S3Error, ServerError
 
 from console.actions import evidence_key
 from console.dataset import is_false_accept, is_false_reject, sample_for
@@ -27,6 +30,14 @@ from schemas.codec import SchemaError, decode
 from schemas.messages import Feedback
 
 log = logging.getLogger(__name__)
+
+# Backoff while Redis or the object store is unreachable: first wait, longest wait.
+RETRY_FIRST_S = 0.5
+RETRY_MAX_S = 10.0
+# Object-store answers that mean "not now" rather than "never".
+TRANSIENT_S3_CODES = frozenset(
+    {"ServiceUnavailable", "InternalError", "SlowDown", "RequestTimeout"}
+)
 
 
 def _state_key(feedback: Feedback) -> str:
@@ -93,8 +104,56 @@ class FeedbackSink:
             CHECKIN_SECONDS.observe(max(0.0, feedback.decided_at - float(first)))
 
 
+def is_transient(error: Exception) -> bool:
+    """Whether an error of Redis or the object store may go away if the same call is retried."""
+    if isinstance(error, S3Error):
+        return error.code in TRANSIENT_S3_CODES
+    return isinstance(
+        error,
+        redis.ConnectionError
+        | redis.TimeoutError
+        | urllib3.exceptions.HTTPError
+        | ServerError
+        | ConnectionError
+        | TimeoutError,
+    )
+
+
+def handle_with_retry(sink: FeedbackSink, feedback: Feedback, stop: threading.Event) -> bool:
+    """Handle one feedback, waiting out an outage of Redis or the object store.
+
+    A sample is never skipped: the same feedback is retried with backoff until it is stored
+    (its object keys derive from the feedback id, so a retry rewrites the same objects).
+    Returns False if ``stop`` came first; the caller must then not commit.
+    """
+    delay = RETRY_FIRST_S
+    while True:
+        try:
+            key = sink.handle(feedback)
+        except Exception as error:
+            if not is_transient(error):
+                raise
+            log.warning(
+                "feedback %s not stored yet (%s: %s); retrying in %.1f s",
+                feedback.feedback_id,
+                type(error).__name__,
+                str(error)[:200],
+                delay,
+            )
+            if stop.wait(delay):
+                return False
+            delay = min(delay * 2, RETRY_MAX_S)
+            continue
+        log.info("feedback %s %s -> %s", feedback.action, feedback.frame_id, key)
+        return True
+
+
 def run_consumer(consumer: KafkaConsumer, sink: FeedbackSink, stop: threading.Event) -> None:
-    """Consume until ``stop``; offsets are committed after each batch is stored."""
+    """Consume until ``stop``; offsets are committed after each batch is stored.
+
+    While Redis or the object store is down the batch waits (see ``handle_with_retry``); its
+    offsets move on only once every sample of it is stored.
+    """
     while not stop.is_set():
         batches = consumer.poll(timeout_ms=500)
         for records in batches.values():
@@ -104,7 +163,12 @@ def run_consumer(consumer: KafkaConsumer, sink: FeedbackSink, stop: threading.Ev
                 except SchemaError as exc:
                     log.warning("unreadable feedback skipped at offset %d: %s", record.offset, exc)
                     continue
-                key = sink.handle(feedback)
-                log.info("feedback %s %s -> %s", feedback.action, feedback.frame_id, key)
+                if not handle_with_retry(sink, feedback, stop):
+                    return  # stopping mid-batch: uncommitted, so redelivered to the next run
         if batches:
-            consumer.commit()
+            try:
+                consumer.commit()
+            except CommitFailedError as error:
+                # A long outage outlasted max_poll_interval_ms and the group moved on: the
+                # batch is redelivered after the rejoin and rewrites the same objects.
+                log.warning("offsets not committed, the batch will be redelivered: %s", error)

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import time
 from html import escape
 from typing import Any
 from urllib.parse import quote
+
+from facegate.privacy.audit import AuditEntry
 
 STYLE = """
 body{font-family:system-ui,sans-serif;margin:0;background:#f4f5f7;color:#1d2330}
@@ -152,20 +155,31 @@ def attendance_page(exam: str, rows: list[dict[str, Any]], user: str, csrf: str)
     )
 
 
-def audit_page(entries: list[dict[str, Any]], user: str, csrf: str) -> str:
-    """The audit log, newest first (admins only)."""
+def _audit_details(entry: AuditEntry) -> str:
+    """A proctor decision's exam, gate, verdict, model and frame; other entries' details."""
+    d = entry.details
+    if entry.action.startswith("feedback:"):
+        return (
+            f"exam {d.get('exam_id', '')}, gate {d.get('gate_id', '')}, verdict "
+            f"{d.get('verdict_decision', '')}, model {d.get('model_version', '')}, frame "
+            f"{d.get('frame_id', '')}"
+        )
+    return json.dumps(d, sort_keys=True)
+
+
+def audit_page(entries: list[AuditEntry], user: str, csrf: str) -> str:
+    """The audit log, newest first (admins only): proctors' decisions, enrolments, removals,
+    forgets and retention runs."""
     body = "".join(
-        f"<tr><td>{_when(e['decided_at'])}</td><td>{escape(e['proctor'])}</td>"
-        f"<td>{escape(e['action'])}</td><td>{escape(e['exam_id'])}</td>"
-        f"<td>{escape(e['gate_id'])}</td><td>{escape(str(e['student_id']))}</td>"
-        f"<td>{escape(e['verdict_decision'])}</td><td>{escape(e['model_version'])}</td>"
-        f"<td>{escape(e['frame_id'])}</td></tr>"
+        f"<tr><td>{_when(e.at)}</td><td>{escape(e.actor)}</td>"
+        f"<td>{escape(e.action)}</td><td>{escape(e.subject)}</td>"
+        f"<td>{escape(_audit_details(e))}</td></tr>"
         for e in entries
     )
     return layout(
         "Audit log",
-        "<h2>Audit log</h2><table><tr><th>when</th><th>proctor</th><th>action</th><th>exam</th>"
-        "<th>gate</th><th>student</th><th>verdict</th><th>model</th><th>frame</th></tr>"
+        "<h2>Audit log</h2><table><tr><th>when</th><th>who</th><th>action</th>"
+        "<th>student</th><th>details</th></tr>"
         f"{body}</table>",
         user,
         csrf,

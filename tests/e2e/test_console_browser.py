@@ -325,6 +325,28 @@ def test_wrong_password_csrf_and_roles_are_refused(console: ConsoleUnderTest, br
     assert "Audit log" in admin.inner_text("h2")
     admin.close()
 
+    # Session fixation: a session id planted before login is never adopted; login issues a new
+    # one, and the planted value opens nothing.
+    context = browser.new_context()
+    host = console.url.split("//", 1)[1].split(":", 1)[0]
+    planted = {"name": "facegate_session", "value": "attacker-chosen", "domain": host, "path": "/"}
+    context.add_cookies([planted])
+    page = context.new_page()
+    page.goto(f"{console.url}/login")
+    page.fill("input[name=username]", "proctor1")
+    page.fill("input[name=password]", PASSWORDS["proctor1"])
+    page.click("button[type=submit]")
+    assert not page.url.endswith("/login")
+    issued = {c["name"]: c["value"] for c in context.cookies()}["facegate_session"]
+    assert issued != "attacker-chosen" and len(issued) >= 32
+    context.close()
+    attacker = browser.new_context()
+    attacker.add_cookies([planted])
+    probe = attacker.new_page()
+    probe.goto(f"{console.url}/")
+    assert probe.url.endswith("/login")
+    attacker.close()
+
     # Brute force: after 5 wrong passwords for a name, its logins are refused for a while.
     for _ in range(5):
         page = _login(browser, console, "guessed-name", "wrong-password")

@@ -92,7 +92,7 @@ def test_retry_then_override_gives_a_sample_metrics_and_audit(local_stack: Local
     sink.handle(make_feedback(second, "confirm", "proctor2"))
     assert _value("facegate_proctor_checkin_seconds_count") - checkins_before == 1
 
-    audit = [e["feedback_id"] for e in recorder.audit(count=50)]
+    audit = [e.details.get("feedback_id") for e in recorder.audit(count=50)]
     assert audit.index(override.feedback_id) < audit.index(retry.feedback_id)  # newest first
     producer.close()
     client.close()
