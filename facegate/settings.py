@@ -171,9 +171,31 @@ class StackSettings(_Settings):
     with_monitoring: bool = False
     prometheus_port: int = 19090
     # The metrics ports FaceGate's services use beside the local stack (`stack up` exports
-    # them as FACEGATE_STREAM_METRICS_PORT and FACEGATE_WORKER_METRICS_PORT for the shell).
+    # them as FACEGATE_<SERVICE>_METRICS_PORT for the shell; see ``service_metrics_ports``).
     stream_metrics_port: int = 19101
     worker_metrics_port: int = 19102
+    feedback_metrics_port: int = 19103
+    drift_metrics_port: int = 19104
+    canary_metrics_port: int = 19105
+    retrain_metrics_port: int = 19106
+
+    def service_metrics_ports(self) -> dict[str, tuple[str, int]]:
+        """Prometheus job -> (the service's metrics-port variable, its port on this stack)."""
+        return {
+            "facegate-stream-processor": ("FACEGATE_STREAM_METRICS_PORT", self.stream_metrics_port),
+            "facegate-inference-worker": ("FACEGATE_WORKER_METRICS_PORT", self.worker_metrics_port),
+            "facegate-feedback-consumer": (
+                "FACEGATE_CONSOLE_METRICS_PORT",
+                self.feedback_metrics_port,
+            ),
+            "facegate-drift-monitor": ("FACEGATE_DRIFT_METRICS_PORT", self.drift_metrics_port),
+            "facegate-canary-controller": (
+                "FACEGATE_CANARY_METRICS_PORT",
+                self.canary_metrics_port,
+            ),
+            "facegate-trainer": ("FACEGATE_RETRAIN_METRICS_PORT", self.retrain_metrics_port),
+        }
+
     kafka: KafkaSettings = Field(default_factory=lambda: load_settings(KafkaSettings))
     redis: RedisSettings = Field(default_factory=lambda: load_settings(RedisSettings))
     s3: ObjectStoreSettings = Field(default_factory=lambda: load_settings(ObjectStoreSettings))
@@ -183,6 +205,20 @@ class StackSettings(_Settings):
 SettingsT = TypeVar("SettingsT", bound=BaseSettings)
 
 
+def secrets_dir() -> str | None:
+    """The folder of secret files (``FACEGATE_SECRETS_DIR``, e.g. ``/run/secrets``), if it exists.
+
+    Each file is named like the variable it stands for (``FACEGATE_KAFKA_SASL_PASSWORD``) and
+    holds its value: what Docker and Kubernetes mount for secrets.  The environment wins over a
+    file, a file over the env file and the defaults.
+    """
+    path = os.environ.get("FACEGATE_SECRETS_DIR")
+    return path if path and Path(path).is_dir() else None
+
+
 def load_settings(cls: type[SettingsT], **overrides: Any) -> SettingsT:
-    """Build a settings object from the environment and the env file, then ``overrides``."""
-    return cls(_env_file=env_file(), **overrides)  # type: ignore[call-arg]
+    """Build a settings object from the environment, secret files and the env file, then
+    ``overrides``."""
+    return cls(  # type: ignore[call-arg]
+        _env_file=env_file(), _secrets_dir=secrets_dir(), **overrides
+    )

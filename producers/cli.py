@@ -32,6 +32,10 @@ def _sink(
 
     if dry_run:
         return nullcontext(DryRunSink(settings.max_frame_bytes))
+    if settings.metrics_port:
+        from prometheus_client import start_http_server
+
+        start_http_server(settings.metrics_port, addr=settings.metrics_host)
     return FramePublisher(settings)
 
 

@@ -21,6 +21,7 @@ from kafka.producer.future import RecordMetadata
 
 from facegate.errors import FacegateError
 from facegate.kafka_clients import make_producer
+from producers.metrics import PUBLISH_SECONDS, PUBLISHED
 from producers.settings import ProducerSettings
 from schemas.codec import encode
 from schemas.messages import Frame, now
@@ -74,9 +75,19 @@ class FramePublisher:
 
     def publish(self, frame: Frame) -> RecordMetadata:
         """Publish one frame (``published_at`` is stamped now) and return where it landed."""
-        check_frame_size(frame, self.settings.max_frame_bytes)
+        try:
+            check_frame_size(frame, self.settings.max_frame_bytes)
+        except FacegateError:
+            PUBLISHED.labels(frame.gate_id, "refused").inc()
+            raise
         stamped = frame.model_copy(update={"published_at": now()})
-        return self.publish_raw(frame.gate_id.encode(), encode(stamped))
+        try:
+            metadata = self.publish_raw(frame.gate_id.encode(), encode(stamped))
+        except FacegateError:
+            PUBLISHED.labels(frame.gate_id, "failed").inc()
+            raise
+        PUBLISHED.labels(frame.gate_id, "published").inc()
+        return metadata
 
     def publish_raw(self, key: bytes | None, value: bytes) -> RecordMetadata:
         """Publish an already encoded record as it is (replay of records that do not decode)."""
@@ -88,8 +99,9 @@ class FramePublisher:
                 "(FACEGATE_PRODUCER_MAX_FRAME_BYTES plus the envelope)"
             )
         try:
-            future = self._producer.send(FRAMES.name, key=key, value=value)
-            metadata: RecordMetadata = future.get(timeout=self.settings.send_timeout_s)
+            with PUBLISH_SECONDS.time():
+                future = self._producer.send(FRAMES.name, key=key, value=value)
+                metadata: RecordMetadata = future.get(timeout=self.settings.send_timeout_s)
         except KafkaError as exc:
             raise FacegateError(
                 f"could not publish to {FRAMES.name} at {self.settings.kafka.bootstrap_servers}: "

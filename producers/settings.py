@@ -20,6 +20,9 @@ class ProducerSettings(BaseSettings):
     )
 
     kafka: KafkaSettings = Field(default_factory=lambda: load_settings(KafkaSettings))
+    # Prometheus endpoint of `camera`, `simulate` and `replay` (unset: none).
+    metrics_port: int | None = None
+    metrics_host: str = "127.0.0.1"
     max_frame_bytes: int = Field(default=DEFAULT_MAX_FRAME_BYTES, gt=0)
     jpeg_quality: int = Field(default=90, ge=1, le=100)
     # How long one publish waits for the broker's acknowledgement before giving up.

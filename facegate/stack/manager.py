@@ -17,10 +17,13 @@ from facegate.kafka_clients import ensure_topics
 from facegate.redis_client import make_redis
 from facegate.settings import KafkaSettings, StackSettings
 from facegate.stack.binaries import prometheus_binary
-from facegate.stack.process import ProcessTable, port_is_free
+from facegate.stack.process import ProcessTable, wait_for_free_port
 from facegate.stack.services import ServiceSpec, object_store_client, stack_services, state_file
 
 log = logging.getLogger(__name__)
+
+# How long `up` waits for a port that a just-stopped (or crashed) server is still releasing.
+PORT_RELEASE_WAIT_S = 3.0
 
 
 @dataclass(frozen=True)
@@ -55,6 +58,7 @@ class LocalStack:
         Returns the endpoints as ``FACEGATE_*`` variables for clients.
         """
         self.state_dir.mkdir(parents=True, exist_ok=True)
+        self._ensure_gallery_key()
         if self.settings.with_monitoring:
             prometheus_binary()  # the one optional binary: say it is missing before starting
         to_start = [s for s in self.services if self.table.running(s.name) is None]
@@ -97,9 +101,11 @@ class LocalStack:
             time.sleep(0.2)
 
     def _check_ports(self, to_start: list[ServiceSpec]) -> None:
+        deadline = time.monotonic() + PORT_RELEASE_WAIT_S
         for spec in to_start:
             for port in spec.ports:
-                if not port_is_free(self.settings.host, port):
+                left = max(0.0, deadline - time.monotonic())
+                if not wait_for_free_port(self.settings.host, port, left):
                     raise StackError(
                         f"port {port} needed by {spec.name} is in use: stop what uses it "
                         f"(`ss -ltnp | grep {port}`) or choose other ports with "
@@ -149,6 +155,18 @@ class LocalStack:
         finally:
             client.close()
 
+    def gallery_key_file(self) -> Path:
+        """The key file sealing this stack's face templates (kept by ``down``: without it the
+        templates in Redis could not be read again)."""
+        from inference_worker.template_crypto import KEY_FILE_NAME
+
+        return self.state_dir / KEY_FILE_NAME
+
+    def _ensure_gallery_key(self) -> None:
+        from inference_worker.template_crypto import ensure_key_file
+
+        ensure_key_file(self.gallery_key_file())
+
     def _kafka_settings(self) -> KafkaSettings:
         return KafkaSettings(bootstrap_servers=f"{self.settings.host}:{self.settings.broker_port}")
 
@@ -163,13 +181,15 @@ class LocalStack:
                 else self.settings.redis.url
             ),
             "FACEGATE_S3_ENDPOINT": f"{host}:{self.settings.s3_port}",
+            # Templates are encrypted at rest on the local stack (up creates the key, 0600).
+            "FACEGATE_GALLERY_KEY_FILE": str(self.gallery_key_file()),
         }
         if self.settings.with_mlflow:
             result["FACEGATE_MLFLOW_TRACKING_URI"] = f"http://{host}:{self.settings.mlflow_port}"
         if self.settings.with_monitoring:
             # The ports the local Prometheus scrapes: services started from this shell use them.
-            result["FACEGATE_STREAM_METRICS_PORT"] = str(self.settings.stream_metrics_port)
-            result["FACEGATE_WORKER_METRICS_PORT"] = str(self.settings.worker_metrics_port)
+            for variable, port in self.settings.service_metrics_ports().values():
+                result[variable] = str(port)
         return result
 
     # ---- down, status, logs -----------------------------------------------------------------

@@ -47,6 +47,21 @@ def port_is_free(host: str, port: int) -> bool:
     return True
 
 
+def wait_for_free_port(host: str, port: int, timeout_s: float) -> bool:
+    """Whether ``port`` is free on ``host`` within ``timeout_s``.
+
+    A server that was just killed can hold its listening socket a moment longer than its pid
+    looks alive: a multi-threaded process's main thread is a zombie (what ``pid_alive`` sees)
+    while its other threads are still exiting, and the socket closes with the last of them.
+    """
+    deadline = time.monotonic() + timeout_s
+    while not port_is_free(host, port):
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
 def _stat_fields(pid: int) -> list[str] | None:
     # Fields after the command name, which may itself contain spaces and parentheses.
     try:

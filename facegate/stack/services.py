@@ -265,8 +265,7 @@ def prometheus_config(settings: StackSettings, targets_dir: Path) -> dict[str, o
     config: dict[str, object] = {
         "global": {"scrape_interval": "5s", "evaluation_interval": "15s"},
         "scrape_configs": [
-            job("facegate-stream-processor", settings.stream_metrics_port),
-            job("facegate-inference-worker", settings.worker_metrics_port),
+            *(job(name, port) for name, (_, port) in settings.service_metrics_ports().items()),
             {
                 "job_name": "facegate-extra",
                 "file_sd_configs": [{"files": [str(targets_dir / "*.json")]}],

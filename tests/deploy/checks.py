@@ -26,26 +26,66 @@ DASHBOARDS_DIR = REPO / "monitoring" / "grafana" / "dashboards"
 PROVISIONING_DIR = REPO / "monitoring" / "grafana" / "provisioning"
 DOCKERFILE = REPO / "docker" / "Dockerfile"
 
-# Every module that defines metrics a FaceGate service serves.
-METRICS_MODULES = (
-    "facegate.metrics",
-    "stream_processors.metrics",
-    "inference_worker.metrics",
-    "console.metrics",
+# The packages FaceGate's services run from: searched for metrics, settings and variables.
+SERVICE_PACKAGES = (
+    "facegate",
+    "schemas",
+    "producers",
+    "stream_processors",
+    "inference_worker",
+    "console",
+    "trainer",
 )
 # Series Prometheus makes itself for every target.
 PROMETHEUS_SERIES = frozenset({"up", "scrape_duration_seconds", "scrape_samples_scraped"})
+
+# A prometheus_client metric constructed with a literal facegate_* name (the name: group 1).
+_METRIC_DEFINITION = re.compile(
+    r"\b(?:Counter|Gauge|Histogram|Summary|Info|Enum)\(\s*[\"'](facegate_[a-z0-9_]*)[\"']"
+)
+# A pydantic-settings class with a FACEGATE_* environment prefix.
+_SETTINGS_DEFINITION = re.compile(r"\benv_prefix\s*=\s*[\"']FACEGATE_")
+
+
+def _modules_matching(pattern: re.Pattern[str], root: Path, packages: Iterable[str]) -> list[str]:
+    """Dotted names of the modules under ``root/<package>`` whose source matches ``pattern``."""
+    found = []
+    for package in packages:
+        for path in sorted((root / package).rglob("*.py")):
+            if pattern.search(path.read_text(encoding="utf-8")):
+                parts = path.relative_to(root).with_suffix("").parts
+                found.append(".".join(parts[:-1] if parts[-1] == "__init__" else parts))
+    return found
+
+
+def metrics_modules(root: Path = REPO, packages: Iterable[str] = SERVICE_PACKAGES) -> list[str]:
+    """Every module that defines a facegate_* metric (found in the sources, so that a new
+    service's metrics module is found without being listed anywhere)."""
+    return _modules_matching(_METRIC_DEFINITION, root, packages)
+
+
+def defined_metric_names(module: str, root: Path = REPO) -> set[str]:
+    """The facegate_* metric names a module defines (as written: counters without _total)."""
+    path = root.joinpath(*module.split("."))
+    source = path / "__init__.py" if path.is_dir() else path.with_suffix(".py")
+    return set(_METRIC_DEFINITION.findall(source.read_text(encoding="utf-8")))
+
+
+def settings_modules(root: Path = REPO, packages: Iterable[str] = SERVICE_PACKAGES) -> list[str]:
+    """Every module that defines a settings class with a FACEGATE_* prefix."""
+    return _modules_matching(_SETTINGS_DEFINITION, root, packages)
 
 
 # ---- metric names ---------------------------------------------------------------------------
 
 
 def exported_metric_names() -> set[str]:
-    """Every series name FaceGate's services serve: their metrics modules' families, read from
-    prometheus_client's registry (with the process and Python collectors every service has)."""
+    """Every series name FaceGate's services serve: the families of every module that defines
+    facegate_* metrics, read from prometheus_client's registry (with the process and Python
+    collectors every service has)."""
     from prometheus_client import REGISTRY
 
-    for module in METRICS_MODULES:
+    for module in metrics_modules():
         importlib.import_module(module)
     suffixes = {
         "counter": ("_total", "_created"),
@@ -134,7 +174,7 @@ def rule_expressions(rules_file: Path) -> Iterator[tuple[str, str]]:
 
 def recorded_names(rules_file: Path) -> set[str]:
     """The series names the recording rules of a rules file create."""
-    names = set()
+    names: set[str] = set()
     for group in yaml.safe_load(rules_file.read_text())["groups"]:
         names.update(rule["record"] for rule in group["rules"] if "record" in rule)
     return names
@@ -152,7 +192,7 @@ _PANEL_TYPES = frozenset({"timeseries", "stat", "gauge", "table", "heatmap", "ba
 
 
 def _datasource_uids(provisioning: Path) -> set[str]:
-    uids = set()
+    uids: set[str] = set()
     for path in (provisioning / "datasources").glob("*.yml"):
         uids.update(ds["uid"] for ds in yaml.safe_load(path.read_text())["datasources"])
     return uids
@@ -237,29 +277,30 @@ def compose_schema_problems(compose_file: Path) -> list[str]:
     return [] if result.returncode == 0 else [result.stdout.strip() or result.stderr.strip()]
 
 
+def settings_classes() -> list[type[Any]]:
+    """Every settings class with a FACEGATE_* prefix, from the modules that define them."""
+    from pydantic_settings import BaseSettings
+
+    classes = []
+    for name in settings_modules():
+        module = importlib.import_module(name)
+        for value in vars(module).values():
+            if (
+                isinstance(value, type)
+                and issubclass(value, BaseSettings)
+                and value.__module__ == name
+                and str(value.model_config.get("env_prefix", "")).startswith("FACEGATE_")
+            ):
+                classes.append(value)
+    return classes
+
+
 def facegate_variable_names() -> set[str]:
     """Every FACEGATE_* variable FaceGate reads: settings fields and names used in the code."""
     from pydantic_settings import BaseSettings
 
-    from console.settings import ConsoleSettings
-    from facegate import settings as core
-    from inference_worker.settings import InferenceWorkerSettings
-    from producers.settings import ProducerSettings
-    from stream_processors.settings import StreamProcessorSettings
-
-    classes: list[type[BaseSettings]] = [
-        core.KafkaSettings,
-        core.RedisSettings,
-        core.ObjectStoreSettings,
-        core.MlflowSettings,
-        core.StackSettings,
-        StreamProcessorSettings,
-        InferenceWorkerSettings,
-        ProducerSettings,
-        ConsoleSettings,
-    ]
     names = set()
-    for cls in classes:
+    for cls in settings_classes():
         prefix = str(cls.model_config.get("env_prefix", ""))
         for field_name, field in cls.model_fields.items():
             annotation = field.annotation
@@ -268,7 +309,7 @@ def facegate_variable_names() -> set[str]:
             names.add(f"{prefix}{field_name}".upper())
     # Variables read directly (FACEGATE_HOME, FACEGATE_LOG_LEVEL, ...) appear in the sources.
     sources = [REPO / "docker" / "healthcheck.py"]
-    for package in ("facegate", "schemas", "producers", "stream_processors", "inference_worker"):
+    for package in SERVICE_PACKAGES:
         sources += (REPO / package).rglob("*.py")
     for path in sources:
         names.update(re.findall(r"\bFACEGATE_[A-Z0-9_]*[A-Z0-9]\b", path.read_text()))
@@ -308,6 +349,122 @@ def compose_problems(compose_file: Path, known_variables: set[str]) -> list[str]
     return problems
 
 
+def scrape_problems(compose_file: Path, prometheus_file: Path) -> list[str]:
+    """Services that serve metrics (a FACEGATE_*_METRICS_PORT) but that no scrape job finds on
+    that port, and scrape jobs that name no service."""
+    services = yaml.safe_load(compose_file.read_text())["services"]
+    config = yaml.safe_load(prometheus_file.read_text())
+    scraped: dict[str, set[int]] = {}
+    problems = []
+    for job in config["scrape_configs"]:
+        for sd in job.get("dns_sd_configs", []):
+            for name in sd["names"]:
+                scraped.setdefault(name, set()).add(int(sd["port"]))
+                if name not in services:
+                    problems.append(f"{job['job_name']}: scrapes {name}, which is no service")
+    for name, service in services.items():
+        environment = service.get("environment", {})
+        ports = {
+            int(value)
+            for key, value in (environment.items() if isinstance(environment, dict) else [])
+            if key.startswith("FACEGATE_") and key.endswith("_METRICS_PORT")
+        }
+        for port in sorted(ports - scraped.get(name, set())):
+            problems.append(f"{name}: serves metrics on {port}, which no scrape job reads")
+    return problems
+
+
+def image_writable_paths(dockerfile: Path) -> set[str]:
+    """Directories the final stage gives its user: ``chown``ed ones and the user's home."""
+    _, steps = dockerfile_stages(dockerfile)[-1]
+    paths: set[str] = set()
+    for kind, args in steps:
+        if kind != "RUN":
+            continue
+        for segment in args.split("&&"):
+            words = segment.split()
+            if "chown" in words:
+                paths.update(w.rstrip("/") for w in words if w.startswith("/"))
+            if "useradd" in words and "--home-dir" in words:
+                paths.add(words[words.index("--home-dir") + 1].rstrip("/"))
+    return paths
+
+
+def volume_problems(compose_file: Path, dockerfile: Path) -> list[str]:
+    """Writable named volumes of FaceGate's (non-root) containers mounted where the image does
+    not give its user the directory: a new volume takes that directory's owner, so the
+    service could not write to it."""
+    services = yaml.safe_load(compose_file.read_text())["services"]
+    writable = image_writable_paths(dockerfile)
+    problems = []
+    for name, service in services.items():
+        if service.get("build", {}).get("target") != "runtime":
+            continue
+        for volume in service.get("volumes", []):
+            parts = str(volume).split(":")
+            if len(parts) < 2 or parts[0].startswith((".", "/")) or "ro" in parts[2:]:
+                continue  # a bind mount or a read-only volume
+            if parts[1].rstrip("/") not in writable:
+                problems.append(
+                    f"{name}: volume {parts[0]} on {parts[1]}, not writable by the user"
+                )
+    return problems
+
+
+def compose_commands(compose_file: Path) -> Iterator[tuple[str, list[str]]]:
+    """(service, arguments) of every service that runs a `facegate` command: the FaceGate image
+    with its entrypoint (services that replace the entrypoint run other programs)."""
+    services = yaml.safe_load(compose_file.read_text())["services"]
+    for name, service in services.items():
+        if service.get("build", {}).get("target") != "runtime" or "entrypoint" in service:
+            continue
+        command = service.get("command", [])
+        yield name, command.split() if isinstance(command, str) else [str(c) for c in command]
+
+
+def chart_commands(documents: list[dict[str, Any]]) -> Iterator[tuple[str, list[str]]]:
+    """(Deployment/container, arguments) of every rendered container that runs `facegate`
+    (the image's entrypoint: no ``command`` of its own)."""
+    for document in documents:
+        if document.get("kind") != "Deployment":
+            continue
+        for container in document["spec"]["template"]["spec"]["containers"]:
+            if "command" not in container:
+                where = f"{document['metadata']['name']}/{container['name']}"
+                yield where, [str(a) for a in container.get("args", [])]
+
+
+def cli_problems(commands: Iterable[tuple[str, list[str]]]) -> list[str]:
+    """Commands that `facegate` does not have, or options its commands do not take."""
+    import click
+
+    from facegate.cli import cli
+
+    problems = []
+    for where, argv in commands:
+        command: click.Command = cli
+        path = ["facegate"]
+        words = list(argv)
+        while isinstance(command, click.Group) and words and not words[0].startswith("-"):
+            word = words.pop(0)
+            sub = command.commands.get(word)
+            if sub is None:
+                problems.append(f"{where}: `{' '.join(path)}` has no command {word!r}")
+                break
+            command, path = sub, [*path, word]
+        else:
+            if isinstance(command, click.Group) and not command.invoke_without_command:
+                problems.append(f"{where}: `{' '.join(path)}` needs a subcommand")
+                continue
+            options = {o for param in command.params for o in (*param.opts, *param.secondary_opts)}
+            options |= {"-h", "--help"}
+            for word in words:
+                option = word.split("=", 1)[0]
+                if option.startswith("-") and option not in options:
+                    problems.append(f"{where}: `{' '.join(path)}` has no option {option}")
+    return problems
+
+
 # ---- Helm -----------------------------------------------------------------------------------
 
 
@@ -332,6 +489,27 @@ def lint_chart(chart_dir: Path, values: dict[str, Any] | None = None) -> list[st
     report = helm.lint(str(chart_dir), values, strict=True)
     messages = [m for m in report.get("messages", []) if m.get("severity", 0) >= 2]
     return [f"{m['path']}: {m['error']}" for m in messages] + list(report.get("errors", []))
+
+
+def rendered_variable_names(documents: list[dict[str, Any]]) -> set[str]:
+    """The FACEGATE_* variables the rendered pods get: their containers' env and the keys of
+    the ConfigMaps and Secrets they take whole (envFrom); mounted files are not variables."""
+    sources: dict[tuple[str, str], dict[str, Any]] = {}
+    for document in documents:
+        if document.get("kind") in ("ConfigMap", "Secret"):
+            data = {**document.get("data", {}), **document.get("stringData", {})}
+            sources[(document["kind"], document["metadata"]["name"])] = data
+    names = set()
+    for document in documents:
+        if document.get("kind") not in ("Deployment", "Job"):
+            continue
+        for container in document["spec"]["template"]["spec"]["containers"]:
+            names |= {e["name"] for e in container.get("env", [])}
+            for source in container.get("envFrom", []):
+                for kind, key in (("ConfigMap", "configMapRef"), ("Secret", "secretRef")):
+                    if key in source:
+                        names |= set(sources.get((kind, source[key]["name"]), {}))
+    return {name for name in names if name.startswith("FACEGATE_")}
 
 
 # Custom resources of the Prometheus Operator: no schema in kubernetes-validate.

@@ -22,13 +22,36 @@ def known_metrics(exported_metrics: set[str]) -> set[str]:
     return exported_metrics | checks.PROMETHEUS_SERIES | recorded
 
 
-def test_the_four_dashboards_exist() -> None:
+# The metrics of the model lifecycle (drift monitor, canary controller, workers' rollout,
+# training service): the lifecycle dashboard shows every one of them.
+LIFECYCLE_MODULES = (
+    "stream_processors.drift.metrics",
+    "inference_worker.canary_controller",
+    "inference_worker.rollout",
+    "trainer.retrain_service",
+)
+
+
+def test_the_five_dashboards_exist() -> None:
     assert {p.stem for p in DASHBOARDS} == {
         "facegate-pipeline",
         "facegate-latency",
         "facegate-models",
         "facegate-data-quality",
+        "facegate-lifecycle",
     }
+
+
+def test_lifecycle_dashboard_shows_every_lifecycle_metric() -> None:
+    families = set().union(*(checks.defined_metric_names(m) for m in LIFECYCLE_MODULES))
+    assert len(families) == 13, families
+    board = json.loads((checks.DASHBOARDS_DIR / "facegate-lifecycle.json").read_text())
+    used = {
+        name
+        for _, expr in checks.dashboard_expressions(board)
+        for name in checks.promql_metric_names(expr)
+    }
+    assert families - used == set()
 
 
 @pytest.mark.parametrize("path", DASHBOARDS, ids=lambda p: p.stem)

@@ -29,7 +29,8 @@ def test_promtool_accepts_config_and_rules(promtool_path: str) -> None:
 
 
 def test_alerts_fire_on_the_situations_they_describe(promtool_path: str) -> None:
-    """rules_test.yml: a gate without verdicts, a lagging group and a worse canary fire."""
+    """rules_test.yml: a gate without verdicts, a lagging group, a worse canary, drift, a
+    rollback, a failed retraining and registry errors fire."""
     result = checks.run_promtool("test", "rules", "rules_test.yml", cwd=checks.PROMETHEUS_DIR)
     assert result.returncode == 0, result.stdout + result.stderr
 
@@ -95,7 +96,54 @@ def test_required_alerts_exist() -> None:
         "FaceGateFrameQualityDrift",
         "FaceGateActiveGateWithoutVerdicts",
         "FaceGateCanaryDegraded",
+        "FaceGateDrift",
+        "FaceGateCanaryRolledBack",
+        "FaceGateCanaryCheckDegraded",
+        "FaceGateRetrainFailed",
+        "FaceGateWorkerRegistryErrors",
     } <= names
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "alert"),
+    [
+        # Without the new-series arm the first rollback (a counter child created by its first
+        # increment) goes unnoticed: increase() needs two samples.
+        (
+            """            or
+            (
+              facegate_rollout_decisions_total{action="rollback"}
+              unless facegate_rollout_decisions_total{action="rollback"} offset 15m
+            )
+""",
+            "",
+            "FaceGateCanaryRolledBack",
+        ),
+        (
+            "max(facegate_canary_share) > 0",
+            "max(facegate_canary_share) > 1",
+            "FaceGateCanaryCheckDegraded",
+        ),
+        # Every breach ever, not only recent ones.
+        (
+            "(facegate_drift_breaches_total unless facegate_drift_breaches_total offset 10m)",
+            "facegate_drift_breaches_total",
+            "FaceGateDrift",
+        ),
+    ],
+)
+def test_lifecycle_rule_tests_catch_broken_alerts(
+    promtool_path: str, tmp_path: Path, old: str, new: str, alert: str
+) -> None:
+    folder = _copy_config(tmp_path)
+    rules = folder / "rules.yml"
+    text = rules.read_text()
+    assert old in text
+    rules.write_text(text.replace(old, new))
+    assert checks.run_promtool("check", "rules", "rules.yml", cwd=folder).returncode == 0
+    result = checks.run_promtool("test", "rules", "rules_test.yml", cwd=folder)
+    assert result.returncode != 0
+    assert f"alertname: {alert}," in result.stdout + result.stderr
 
 
 def test_scrape_jobs_match_the_compose_services() -> None:

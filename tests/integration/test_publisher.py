@@ -6,6 +6,7 @@ import uuid
 
 import numpy as np
 import pytest
+from prometheus_client import REGISTRY
 
 from facegate.errors import FacegateError
 from facegate.settings import KafkaSettings, load_settings
@@ -48,10 +49,18 @@ def test_an_oversized_frame_is_refused_and_not_published(local_stack: LocalStack
     settings = load_settings(ProducerSettings, max_frame_bytes=2000)
     oversized = make_frame(exam, "gate-big", b"\xff\xd8" + bytes(2000))
     sentinel = make_frame(exam, "gate-big", b"\xff\xd8" + bytes(100))
+
+    def frames(outcome: str) -> float:
+        labels = {"gate_id": "gate-big", "outcome": outcome}
+        return REGISTRY.get_sample_value("facegate_producer_frames_total", labels) or 0.0
+
+    before = {outcome: frames(outcome) for outcome in ("refused", "published")}
     with FramePublisher(settings) as publisher:
         with pytest.raises(FacegateError, match=r"image is 2002 bytes, over the limit of 2000"):
             publisher.publish(oversized)
         publisher.publish(sentinel)
+    assert frames("refused") == before["refused"] + 1
+    assert frames("published") == before["published"] + 1
     # The sentinel went after it on the same partition: once it is read, nothing else is coming.
     found = read_frames(KafkaSettings(), [sentinel.frame_id])
     assert sentinel.frame_id in found

@@ -82,3 +82,21 @@ def test_env_file_is_read_and_environment_wins(
     monkeypatch.setenv("FACEGATE_REDIS_URL", "redis://env:2/0")
     assert load_settings(MlflowSettings).experiment == "from-file"
     assert load_settings(RedisSettings).url == "redis://env:2/0"
+
+
+def test_secret_files_are_read_from_the_secrets_dir_and_the_environment_wins(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    secrets = tmp_path / "secrets"
+    secrets.mkdir()
+    (secrets / "FACEGATE_KAFKA_SASL_PASSWORD").write_text("from-a-secret-file\n")
+    (secrets / "FACEGATE_S3_SECRET_KEY").write_text("s3-from-file")
+    monkeypatch.setenv("FACEGATE_SECRETS_DIR", str(secrets))
+    kafka = load_settings(KafkaSettings)
+    assert kafka.sasl_password is not None
+    assert kafka.sasl_password.get_secret_value() == "from-a-secret-file"
+    assert "from-a-secret-file" not in repr(kafka)
+    monkeypatch.setenv("FACEGATE_S3_SECRET_KEY", "s3-from-env")
+    assert load_settings(ObjectStoreSettings).secret_key.get_secret_value() == "s3-from-env"
+    # A service's connections read the same folder.
+    assert load_settings(StackSettings).kafka.sasl_password is not None

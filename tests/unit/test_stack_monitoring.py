@@ -77,3 +77,23 @@ def test_endpoints_tell_services_which_metrics_ports_are_scraped(tmp_path: Path)
     assert endpoints["FACEGATE_STREAM_METRICS_PORT"] == "19101"
     assert endpoints["FACEGATE_WORKER_METRICS_PORT"] == "19102"
     assert "FACEGATE_STREAM_METRICS_PORT" not in LocalStack(_settings(tmp_path)).endpoints()
+    assert endpoints["FACEGATE_CONSOLE_METRICS_PORT"] == "19103"
+    assert endpoints["FACEGATE_DRIFT_METRICS_PORT"] == "19104"
+    assert endpoints["FACEGATE_CANARY_METRICS_PORT"] == "19105"
+    assert endpoints["FACEGATE_RETRAIN_METRICS_PORT"] == "19106"
+
+
+def test_local_prometheus_scrapes_every_service_job_that_docker_compose_scrapes(
+    tmp_path: Path,
+) -> None:
+    import yaml
+
+    compose = yaml.safe_load(
+        (Path(__file__).parents[2] / "monitoring/prometheus/prometheus.yml").read_text()
+    )
+    compose_jobs = {j["job_name"] for j in compose["scrape_configs"]} - {"prometheus"}
+    config = prometheus_config(_settings(tmp_path), tmp_path / "targets")
+    local_jobs = {j["job_name"] for j in config["scrape_configs"]}  # type: ignore[attr-defined]
+    assert compose_jobs <= local_jobs, compose_jobs - local_jobs
+    ports = [port for _, port in _settings(tmp_path).service_metrics_ports().values()]
+    assert len(set(ports)) == len(ports)

@@ -54,8 +54,11 @@ app.kubernetes.io/component: {{ .component }}
 {{- end -}}
 
 {{/*
-The enabled components as JSON: name -> values, command, consumer group and the Prometheus
-job name (the same job names as docker-compose's scrape configuration, which the alert rules use).
+The enabled components with a metrics endpoint, as JSON: name -> values, command, consumer
+group, the Prometheus job name (the same job names as docker-compose's scrape configuration,
+which the alert rules use), the settings prefix and whether it runs exactly one replica
+(singleton: no autoscaling or PodDisruptionBudget, replaced with the Recreate strategy).
+The proctor console has no metrics endpoint: templates/console.yaml.
 */}}
 {{- define "facegate.components" -}}
 {{- $components := dict -}}
@@ -68,5 +71,28 @@ job name (the same job names as docker-compose's scrape configuration, which the
 {{- if .Values.feedbackConsumer.enabled -}}
 {{- $_ := set $components "feedback-consumer" (dict "values" .Values.feedbackConsumer "command" (list "feedback-consumer") "group" .Values.feedbackConsumer.groupId "job" "facegate-feedback-consumer" "prefix" "FACEGATE_CONSOLE_") -}}
 {{- end -}}
+{{- if .Values.driftMonitor.enabled -}}
+{{- $_ := set $components "drift-monitor" (dict "values" .Values.driftMonitor "command" (list "drift" "run") "group" .Values.driftMonitor.groupId "job" "facegate-drift-monitor" "prefix" "FACEGATE_DRIFT_" "singleton" true) -}}
+{{- end -}}
+{{- if .Values.canaryController.enabled -}}
+{{- $_ := set $components "canary-controller" (dict "values" .Values.canaryController "command" (list "rollout" "run") "group" "none (reads every partition)" "job" "facegate-canary-controller" "prefix" "FACEGATE_CANARY_" "singleton" true) -}}
+{{- end -}}
+{{- if .Values.trainer.enabled -}}
+{{- $_ := set $components "trainer" (dict "values" .Values.trainer "command" (list "train" "serve") "group" .Values.trainer.groupId "job" "facegate-trainer" "prefix" "FACEGATE_RETRAIN_" "singleton" true) -}}
+{{- end -}}
 {{- toJson $components -}}
+{{- end -}}
+
+{{/* The image of a component: its own image.repository/tag when given, else the chart's. */}}
+{{- define "facegate.componentImage" -}}
+{{- $image := dig "image" "repository" "" .values -}}
+{{- if $image -}}
+{{- printf "%s:%s" $image (default .root.Chart.AppVersion (dig "image" "tag" "" .values)) -}}
+{{- else -}}
+{{- include "facegate.image" .root -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "facegate.consoleUsersSecret" -}}
+{{- default (printf "%s-console-users" (include "facegate.fullname" .)) .Values.console.users.existingSecret -}}
 {{- end -}}
