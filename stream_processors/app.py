@@ -18,6 +18,7 @@ from typing import Any
 
 import cv2
 import faust
+import redis
 from prometheus_client import start_http_server
 
 from facegate.heartbeat import Heartbeat
@@ -55,6 +56,28 @@ def alignment_targets(settings: StreamProcessorSettings) -> list[AlignmentTarget
 
         cards = resolve_alias_cards(settings.mlflow)
     return [AlignmentTarget(c.template_name, c.template, c.input_size) for c in cards]
+
+
+async def record_with_retry(
+    loop: asyncio.AbstractEventLoop, attendance: AttendanceTable, verdict: Verdict
+) -> None:
+    """Record a verdict's attendance, retrying with backoff while Redis is unreachable: the
+    verdict is not skipped (the agent's offset moves on only after it is recorded), and the
+    update is idempotent per frame id, so a retry never counts twice."""
+    delay = 0.5
+    while True:
+        try:
+            await loop.run_in_executor(None, attendance.record, verdict)
+            return
+        except redis.RedisError as error:
+            log.warning(
+                "attendance of %s not recorded (%s); retrying in %.1f s",
+                verdict.frame_id,
+                error,
+                delay,
+            )
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 10.0)
 
 
 def build_processor(settings: StreamProcessorSettings) -> FrameProcessor:
@@ -166,7 +189,7 @@ def create_app(settings: StreamProcessorSettings) -> faust.App:
                 await dlq_topic.send(key=message.key, value=encode(letter))
                 DEAD_LETTERS.labels("attendance", error.reason).inc()
                 continue
-            await loop.run_in_executor(None, attendance.record, verdict)
+            await record_with_retry(loop, attendance, verdict)
             ATTENDANCE_UPDATES.labels(verdict.decision).inc()
 
     lag = FaustLag(app, settings.app_id)
