@@ -191,6 +191,11 @@ def demo(**kwargs: object) -> None:
     run_demo(DemoOptions(**kwargs), say=click.echo)  # type: ignore[arg-type]
 
 
+@click.group("gallery")
+def gallery_group() -> None:
+    """The gallery of face templates in Redis: encryption keys."""
+
+
 def _register_subcommands() -> None:
     # Each part of FaceGate owns its commands; they are gathered here.
     from inference_worker.cli import enroll_command, unenroll_command, worker_command
@@ -229,6 +234,24 @@ def _register_subcommands() -> None:
 
     cli.add_command(rollout_group)
     cli.add_command(drift_group)
+
+    from trainer.retrain_cli import retrain_command, serve_command
+    from trainer.train_cli import train_group
+
+    train_group.add_command(serve_command)
+    train_group.add_command(retrain_command)
+    cli.add_command(train_group)
+
+    from inference_worker.template_crypto_cli import rotate_key_command
+
+    gallery_group.add_command(rotate_key_command)
+    cli.add_command(gallery_group)
+
+    from facegate.privacy.forget import forget_command
+    from facegate.privacy.retention import retention_command
+
+    cli.add_command(forget_command)
+    cli.add_command(retention_command)
 
 
 _register_subcommands()
