@@ -113,6 +113,12 @@ class RetrainTriggers:
         self.last_finished = self.clock()
 
 
+def merged(requests: list[Request]) -> Request:
+    """One run answers every request read in one poll: its reason names them all."""
+    reasons = list(dict.fromkeys(r.reason for r in requests))
+    return Request(requests[0].trigger, "; ".join(reasons))
+
+
 class RetrainService:
     """The consumer loop of ``facegate train serve``."""
 
@@ -153,7 +159,7 @@ class RetrainService:
                 # What was read is acted on now; a crash mid-run does not replay the trigger.
                 consumer.commit()
                 if requests:
-                    self.retrain(requests[0])
+                    self.retrain(merged(requests))
         finally:
             consumer.close()
             producer.close()

@@ -133,3 +133,19 @@ def test_a_failed_run_is_counted_and_the_service_goes_on() -> None:
     service = RetrainService(_settings(), run=lambda reason: RetrainOutcome(reason, canary=True))
     outcome = service.retrain(request)
     assert outcome is not None and outcome.canary and service.outcomes == [outcome]
+
+
+def test_requests_read_in_one_poll_make_one_run_naming_each() -> None:
+    from trainer.retrain_service import Request, merged
+
+    run = merged(
+        [
+            Request("drift", "drift at g1 on model v1: mmd"),
+            Request("drift", "drift at g2 on model v1: brightness_mean_drop"),
+            Request("drift", "drift at g1 on model v1: mmd"),
+        ]
+    )
+    assert run.trigger == "drift"
+    assert run.reason == (
+        "drift at g1 on model v1: mmd; drift at g2 on model v1: brightness_mean_drop"
+    )
