@@ -23,10 +23,12 @@ from fastapi.responses import (
     StreamingResponse,
 )
 from kafka import KafkaProducer
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from console import pages
 from console.actions import FeedbackRecorder, make_feedback
 from console.live import VerdictHub
+from console.metrics import LIVE_CLIENTS, LOGINS
 from console.sessions import Session, SessionStore, csrf_matches
 from console.settings import ConsoleSettings
 from console.throttle import LoginThrottle
@@ -160,10 +162,12 @@ def create_app(console: Console) -> FastAPI:
         form = await _form(request)
         cookie = request.cookies.get(LOGIN_CSRF_COOKIE)
         if not cookie or not secrets.compare_digest(cookie, form.get("csrf_token", "")):
+            LOGINS.labels("csrf_rejected").inc()
             raise HTTPException(403, "CSRF token missing or wrong")
         username = form.get("username", "")
         wait_s = await asyncio.to_thread(console.throttle.retry_after, username)
         if wait_s:
+            LOGINS.labels("locked_out").inc()
             response = login_form(f"Too many failed logins; try again in {wait_s} s.", 429)
             response.headers["Retry-After"] = str(wait_s)
             return response
@@ -171,8 +175,10 @@ def create_app(console: Console) -> FastAPI:
             console.users.authenticate, username, form.get("password", "")
         )
         if user is None:
+            LOGINS.labels("wrong_password").inc()
             await asyncio.to_thread(console.throttle.failed, username)
             return login_form("Wrong user name or password.", 401)
+        LOGINS.labels("ok").inc()
         await asyncio.to_thread(console.throttle.succeeded, username)
         created = console.sessions.create(user)
         response = RedirectResponse("/", status_code=303)
@@ -233,6 +239,7 @@ def create_app(console: Console) -> FastAPI:
         watcher = console.hub.watch(exam, gate)
 
         async def stream() -> AsyncIterator[str]:
+            LIVE_CLIENTS.inc()
             try:
                 yield event("status", {"html": console.status_html()})
                 for view in console.hub.recent(exam, gate):
@@ -246,6 +253,7 @@ def create_app(console: Console) -> FastAPI:
                         # Gate ages move on without verdicts: that is how a quiet gate shows.
                         yield event("status", {"html": console.status_html()})
             finally:
+                LIVE_CLIENTS.dec()
                 console.hub.unwatch(watcher)
 
         return StreamingResponse(
@@ -332,6 +340,12 @@ def create_app(console: Console) -> FastAPI:
     async def healthz() -> Response:
         alive = console.hub.alive()
         return JSONResponse({"verdict_feed": alive}, status_code=200 if alive else 503)
+
+    # No login: Prometheus scrapes it. Served on the console's own web port (the other
+    # services have a separate metrics port because they have no web server of their own).
+    @app.get("/metrics")
+    async def metrics() -> Response:
+        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
     return app
 

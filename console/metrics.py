@@ -1,8 +1,12 @@
-"""Prometheus metrics of the feedback consumer: what proctors see the system get wrong."""
+"""Prometheus metrics of the console package.
+
+The feedback consumer's (served on its metrics port): what proctors see the system get wrong.
+The web console's (served on its own web port, at ``/metrics``): logins and live pages.
+"""
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter, Gauge, Histogram
 
 FEEDBACK_ACTIONS = Counter(
     "facegate_proctor_feedback_total",
@@ -34,4 +38,22 @@ CHECKIN_SECONDS = Histogram(
 )
 SAMPLES = Counter(
     "facegate_feedback_samples_total", "Training samples written, by label.", ["label"]
+)
+
+# ---- the web console (console/app.py) -------------------------------------------------------
+
+# What ``POST /login`` answered: ok (a session), wrong_password (unknown name or wrong password),
+# locked_out (too many failures for the name: refused without checking), csrf_rejected (the
+# login form's double-submit token missing or wrong).
+LOGIN_OUTCOMES = ("ok", "wrong_password", "locked_out", "csrf_rejected")
+LOGINS = Counter(
+    "facegate_console_logins_total",
+    "Login attempts on the proctor console, by outcome.",
+    ["outcome"],
+)
+for _outcome in LOGIN_OUTCOMES:  # every outcome is a series from the start, at 0
+    LOGINS.labels(_outcome)
+LIVE_CLIENTS = Gauge(
+    "facegate_console_live_clients",
+    "Live check-in pages connected to the console's event stream (Server-Sent Events).",
 )
