@@ -1,6 +1,7 @@
 """From a face and its match scores to the recommendation a proctor sees.
 
 The policy, in order (a verdict is a recommendation; the proctor always decides):
+0. the frame waited too long to be analysed -> review, ``stale`` (ask for a new picture);
 1. no face in the frame -> review, ``no_face`` (ask the student to face the camera);
 2. several faces and no dominant one -> review, ``several_faces``;
 3. no claimed identity (no card read) -> review, ``no_claim`` (1:N candidates still shown);
@@ -33,6 +34,8 @@ def decide(
     threshold: float,
 ) -> Outcome:
     """Apply the policy above."""
+    if face_outcome == "stale":
+        return Outcome("review", "stale")
     if face_outcome == "no_face":
         return Outcome("review", "no_face")
     if face_outcome == "several_faces":

@@ -32,8 +32,10 @@ VerdictReason = Literal[
     "no_face",
     "several_faces",
     "low_quality",
+    "stale",
 ]
-FaceOutcome = Literal["face", "no_face", "several_faces"]
+# "stale": the frame waited longer than the stream processor's limit and was not analysed.
+FaceOutcome = Literal["face", "no_face", "several_faces", "stale"]
 
 
 def new_id() -> str:
@@ -98,8 +100,9 @@ class Face(Message):
     """What the stream processor found in a frame: the chosen face, aligned, with its quality."""
 
     SCHEMA = "face"
-    VERSION = 2
-    UPGRADES = {1: _add(timings_ms={})}
+    VERSION = 3
+    # v3 added the outcome "stale" (a v2 face is a valid v3 face).
+    UPGRADES = {1: _add(timings_ms={}), 2: _add()}
 
     frame_id: str
     gate_id: str
@@ -133,8 +136,13 @@ class Verdict(Message):
     """The recommendation to the proctor for one frame, with its reason and evidence."""
 
     SCHEMA = "verdict"
-    VERSION = 3
-    UPGRADES = {1: _add(thumbnail=None), 2: _add(model_alias="champion", embedding_sketch=None)}
+    VERSION = 4
+    # v4 added the reason "stale" (a v3 verdict is a valid v4 verdict).
+    UPGRADES = {
+        1: _add(thumbnail=None),
+        2: _add(model_alias="champion", embedding_sketch=None),
+        3: _add(),
+    }
 
     frame_id: str
     gate_id: str

@@ -88,7 +88,9 @@ def build_processor(settings: StreamProcessorSettings) -> FrameProcessor:
     analyzer = FaceAnalyzer(
         detector_for(settings), alignment_targets(settings), policy=settings.face_policy
     )
-    return FrameProcessor(analyzer, settings.max_pixels, SERVICE)
+    return FrameProcessor(
+        analyzer, settings.max_pixels, SERVICE, max_frame_age_s=settings.max_frame_age_s
+    )
 
 
 def limit_fetch_wait(max_wait_ms: int) -> None:

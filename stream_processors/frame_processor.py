@@ -38,10 +38,18 @@ class FrameResult:
 class FrameProcessor:
     """Decode, analyse and describe one frame."""
 
-    def __init__(self, analyzer: FaceAnalyzer, max_pixels: int, service: str) -> None:
+    def __init__(
+        self,
+        analyzer: FaceAnalyzer,
+        max_pixels: int,
+        service: str,
+        max_frame_age_s: float | None = None,
+    ) -> None:
         self.analyzer = analyzer
         self.max_pixels = max_pixels
         self.service = service
+        # Frames older than this when they arrive are answered ``stale`` without analysis.
+        self.max_frame_age_s = max_frame_age_s or None
 
     def process(
         self, raw: bytes | None, ref: RecordRef, received_at: float | None = None
@@ -49,12 +57,18 @@ class FrameProcessor:
         """The face message for a frame record, or a dead letter saying why there is none.
 
         ``received_at`` (epoch seconds) is when the record reached this service; the time since
-        the frame was published is reported as the ``frames_hop`` stage.
+        the frame was published is reported as the ``frames_hop`` stage.  A frame captured
+        more than ``max_frame_age_s`` before it arrived is not analysed: its answer would come
+        too late for the gate, and under overload shedding it is what keeps the backlog bounded.
         """
         try:
             frame = decode(raw, Frame)
         except SchemaError as error:
             return self._dead_result(raw, ref, error.reason, error.detail, None)
+        if received_at is not None and self.max_frame_age_s is not None:
+            age_s = received_at - frame.captured_at
+            if age_s > self.max_frame_age_s:
+                return FrameResult(face=self._stale(frame, age_s, received_at))
         started = time.perf_counter()
         try:
             image = decode_image(frame.image, self.max_pixels)
@@ -98,6 +112,23 @@ class FrameProcessor:
                     **analysis.timings_ms,
                 },
             )
+        )
+
+    @staticmethod
+    def _stale(frame: Frame, age_s: float, received_at: float) -> Face:
+        """The face message of a frame that waited too long: no analysis, a reason to retake."""
+        return Face(
+            frame_id=frame.frame_id,
+            gate_id=frame.gate_id,
+            exam_id=frame.exam_id,
+            claimed_student_id=frame.claimed_student_id,
+            captured_at=frame.captured_at,
+            outcome="stale",
+            face_count=0,
+            timings_ms={
+                "frames_hop": max(0.0, (received_at - frame.published_at) * 1000),
+                "waited": age_s * 1000,
+            },
         )
 
     def _dead_result(

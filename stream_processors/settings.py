@@ -28,6 +28,10 @@ class StreamProcessorSettings(BaseServiceSettings):
     max_side: int | None = 640
     # Decompression-bomb guard: images declaring more pixels are dead-lettered.
     max_pixels: int = 4096 * 4096
+    # Frames that arrive more than this many seconds after capture are answered review/stale
+    # without analysis (the student is asked for a new picture); 0 analyses every frame.
+    # Under overload this keeps the backlog at about this many seconds of frames.
+    max_frame_age_s: float = 15.0
     face_policy: Literal["largest_central", "review"] = "largest_central"
     # Embedder models (folders under the models directory) whose templates faces are aligned to;
     # empty: follow the registry's champion and canary.

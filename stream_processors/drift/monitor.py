@@ -48,7 +48,13 @@ class DriftMonitor:
         self.dropped_windows = 0
 
     def add_verdict(self, verdict: Verdict) -> list[DriftReport]:
-        """Count a verdict; return the reports of the windows that closed."""
+        """Count a verdict; return the reports of the windows that closed.
+
+        A ``stale`` verdict (the frame was shed unanalysed under overload) says nothing about
+        the cameras or the model: it is not counted.
+        """
+        if verdict.reason == "stale":
+            return self.tick()
         sample = VerdictSample.from_verdict(verdict)
         closed = self.windows.add_verdict(
             verdict.gate_id, verdict.model_version, sample, self.clock()

@@ -10,6 +10,7 @@ from inference_worker.decision import decide
 @pytest.mark.parametrize(
     ("outcome", "claim", "enrolled", "quality_ok", "score", "expected"),
     [
+        ("stale", "s1", True, False, None, ("review", "stale")),
         ("no_face", "s1", True, False, None, ("review", "no_face")),
         ("several_faces", "s1", True, True, None, ("review", "several_faces")),
         ("face", None, True, True, None, ("review", "no_claim")),

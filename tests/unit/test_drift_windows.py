@@ -153,6 +153,18 @@ def test_monitor_reference_then_normal_then_drifted_window() -> None:
     assert drifted.gate_id == "g1" and drifted.samples == 40
 
 
+def test_stale_verdicts_are_not_counted_in_a_window() -> None:
+    settings = DriftSettings(window_size=10, min_samples=10, all_gates=False)
+    monitor = DriftMonitor(settings, MemoryReferenceStore(), Clock())
+    shed = [
+        v.model_copy(update={"decision": "review", "reason": "stale", "score": None})
+        for v in _verdicts(30, "g1", 120, 0.0, seed=6)
+    ]
+    assert _feed(monitor, shed) == []  # thirty shed frames fill no window of ten
+    (report,) = _feed(monitor, _verdicts(10, "g1", 120, 0.0, seed=7))
+    assert report.samples == 10
+
+
 def test_monitor_drops_small_windows_and_reports_open_ones_on_close() -> None:
     clock = Clock()
     settings = DriftSettings(window_size=50, window_seconds=30, min_samples=5)
