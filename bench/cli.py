@@ -116,3 +116,74 @@ def bench_command(json_path: Path, quick: bool) -> None:
     files = write_outputs(results, json_path)
     click.echo(text_table(figure_rows(results)))
     click.echo(f"files: {', '.join(files.values())} ({results['duration_s']} s)")
+
+
+@click.command("soak")
+@click.option(
+    "--minutes", type=float, default=10.0, show_default=True, help="How long the load is offered."
+)
+@click.option(
+    "--factor",
+    type=float,
+    default=2.0,
+    show_default=True,
+    help="Offered rate as a multiple of the sustained `online` rate measured first.",
+)
+@click.option(
+    "--rate",
+    type=float,
+    default=None,
+    help="Offer this many frames/s instead (skips measuring the sustained rate).",
+)
+@click.option(
+    "--sample-every",
+    "sample_s",
+    type=float,
+    default=10.0,
+    show_default=True,
+    help="Seconds between samples of backlog, memory and verdicts.",
+)
+@click.option(
+    "--json",
+    "json_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=Path("reports/soak.json"),
+    show_default=True,
+    help="Where the report goes; the Markdown table and the PNG go next to it.",
+)
+def soak_command(
+    minutes: float, factor: float, rate: float | None, sample_s: float, json_path: Path
+) -> None:
+    """Soak the `online` pipeline at FACTOR x its sustained rate (not part of the test suite).
+
+    Reports backlog, resident memory and verdicts over time, and exits 1 unless the backlog
+    levels off, no service's memory keeps growing and every frame is answered exactly once.
+    """
+    import json
+
+    from bench.models import probe_frames
+    from bench.soak import SoakPlan, run_soak
+    from bench.soak_stats import soak_plot, summary_rows
+    from producers.roster import demo_photo_folder
+    from trainer.build_models import build_all
+
+    plan = SoakPlan(duration_s=minutes * 60, factor=factor, rate_fps=rate, sample_s=sample_s)
+    click.echo(f"machine: {machine()['description']}")
+    build_all()
+    photos = demo_photo_folder()
+    report = run_soak(plan, photos, STUDENTS, probe_frames(photos, STUDENTS), say=click.echo)
+    report["machine"] = machine()
+    json_path.parent.mkdir(parents=True, exist_ok=True)
+    png = soak_plot(report, json_path.with_suffix(".png"))
+    rows = summary_rows(report)
+    width = max(len(a) for a, _ in rows)
+    click.echo("\n".join(f"{a:<{width}}  {b}" for a, b in rows))
+    markdown = json_path.with_suffix(".md")
+    lines = ["| figure | value |", "|---|---|", *(f"| {a} | {b} |" for a, b in rows)]
+    markdown.write_text(f"{report['machine']['description']}\n\n" + "\n".join(lines) + "\n")
+    report["files"] = {"json": str(json_path), "markdown": str(markdown), "plot": str(png)}
+    json_path.write_text(json.dumps(report, indent=2, default=str))
+    click.echo(f"files: {json_path}, {markdown}, {png}")
+    click.echo("soak: all checks met" if report["met"] else "soak: a check was NOT met")
+    if not report["met"]:
+        raise SystemExit(1)

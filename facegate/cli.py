@@ -220,9 +220,10 @@ def _register_subcommands() -> None:
     cli.add_command(record_command)
     cli.add_command(replay_command)
 
-    from bench.cli import bench_command
+    from bench.cli import bench_command, soak_command
 
     cli.add_command(bench_command)
+    cli.add_command(soak_command)
 
     from console.cli import console_command, feedback_consumer_command
 
