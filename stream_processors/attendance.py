@@ -4,6 +4,11 @@ Kept in Redis (a hash per exam, a field per student) so that it survives any wor
 and is shared by every worker of the group.  Updates are idempotent per frame: a verdict
 delivered twice (at-least-once delivery) writes the same field with the same value.  A
 student's entry keeps their latest verdict and the time of their first accepted check-in.
+
+Each verdict is also appended, in the same atomic step, to the verdict audit stream
+(``facegate:audit:verdicts``, append-only like the main audit log of ``facegate.privacy.audit``):
+once per frame, unless a verdict for an older frame is redelivered after a newer one (then it
+appears twice, with the same frame id).
 """
 
 from __future__ import annotations
@@ -13,7 +18,12 @@ from typing import Any
 
 import redis
 
+from facegate.privacy.audit import AuditEntry, encode_entry
 from schemas.messages import Verdict
+
+# Verdicts have their own stream: one entry per check-in would bury the enrolments, decisions
+# and deletions of the main audit log on the console's audit page.
+VERDICT_AUDIT_STREAM = "facegate:audit:verdicts"
 
 
 def _key(exam_id: str) -> str:
@@ -27,6 +37,7 @@ class AttendanceTable:
     _UPDATE = """
     local current = redis.call('HGET', KEYS[1], ARGV[1])
     local entry = cjson.decode(ARGV[2])
+    local new_frame = true
     if current then
         local old = cjson.decode(current)
         if old['first_accepted_at'] ~= cjson.null and old['first_accepted_at'] ~= nil then
@@ -35,10 +46,13 @@ class AttendanceTable:
                 entry['first_accepted_at'] = old['first_accepted_at']
             end
         end
-        local new_frame = old['last_frame_id'] ~= entry['last_frame_id']
+        new_frame = old['last_frame_id'] ~= entry['last_frame_id']
         entry['attempts'] = (old['attempts'] or 0) + (new_frame and 1 or 0)
     end
     redis.call('HSET', KEYS[1], ARGV[1], cjson.encode(entry))
+    if new_frame then
+        redis.call('XADD', KEYS[2], '*', 'entry', ARGV[3])
+    end
     return 1
     """
 
@@ -61,7 +75,24 @@ class AttendanceTable:
             "first_accepted_at": verdict.captured_at if verdict.decision == "accept" else None,
             "attempts": 1,
         }
-        self._script(keys=[_key(verdict.exam_id)], args=[student, json.dumps(entry)])
+        audit = AuditEntry(
+            action=f"verdict:{verdict.decision}",
+            subject=verdict.claimed_student_id or "",
+            actor=f"model:{verdict.model_name} v{verdict.model_version} ({verdict.model_alias})",
+            at=verdict.decided_at,
+            details={
+                "frame_id": verdict.frame_id,
+                "exam_id": verdict.exam_id,
+                "gate_id": verdict.gate_id,
+                "reason": verdict.reason,
+                "score": verdict.score,
+                "threshold": verdict.threshold,
+            },
+        )
+        self._script(
+            keys=[_key(verdict.exam_id), VERDICT_AUDIT_STREAM],
+            args=[student, json.dumps(entry), encode_entry(audit)],
+        )
 
     def exam(self, exam_id: str) -> list[dict[str, Any]]:
         """Every student's entry for an exam, sorted by student id."""

@@ -7,10 +7,11 @@ import uuid
 import pytest
 import redis
 
+from facegate.privacy.audit import AuditLog
 from facegate.settings import RedisSettings
 from facegate.stack import LocalStack
 from schemas.messages import Verdict
-from stream_processors.attendance import AttendanceTable
+from stream_processors.attendance import VERDICT_AUDIT_STREAM, AttendanceTable
 
 pytestmark = pytest.mark.integration
 
@@ -51,3 +52,27 @@ def test_attendance_survives_restart_and_repeats(local_stack: LocalStack) -> Non
     assert rows["alice"]["attempts"] == 3  # f1, f2, f3: the repeated f2 is not counted twice
     assert rows["alice"]["decision"] == "accept"
     assert rows["bob"]["first_accepted_at"] is None
+
+
+def test_every_verdict_is_in_the_verdict_audit_stream_once(local_stack: LocalStack) -> None:
+    exam = f"exam-{uuid.uuid4().hex[:8]}"
+    client = redis.Redis.from_url(RedisSettings().url)
+    table = AttendanceTable(client)
+    table.record(_verdict(exam, "carol", "g1", "reject", 100.0))
+    table.record(_verdict(exam, "carol", "g2", "accept", 130.0))
+    table.record(_verdict(exam, "carol", "g2", "accept", 130.0))  # at-least-once repeat
+
+    entries = [
+        e
+        for e in AuditLog(client, VERDICT_AUDIT_STREAM).entries(count=500)
+        if e.details.get("exam_id") == exam
+    ]
+    # Newest first; the repeated frame is there once.
+    assert [(e.action, e.details["frame_id"]) for e in entries] == [
+        ("verdict:accept", "g2"),
+        ("verdict:reject", "g1"),
+    ]
+    assert entries[0].subject == "carol" and entries[0].actor == "model:m v1 (champion)"
+    assert entries[0].details["score"] == 0.8 and entries[0].at == 130.1
+    # The main audit log (enrolments, decisions, deletions) is not flooded with check-ins.
+    assert not [e for e in AuditLog(client).entries(count=500) if e.details.get("exam_id") == exam]
