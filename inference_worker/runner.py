@@ -61,6 +61,7 @@ def run_worker(settings: InferenceWorkerSettings) -> None:
         max_wait_ms,
         settings.top_k,
         settings.thumbnails,
+        settings.max_frame_age_s,
     )
 
     stop_on_signals(worker.stopping, "finishing the current batch")

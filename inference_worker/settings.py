@@ -41,6 +41,11 @@ class InferenceWorkerSettings(BaseServiceSettings):
     local_threshold: float | None = None
     top_k: int = 5
     thumbnails: bool = True
+    # A face captured more than this many seconds ago is answered review/stale without being
+    # embedded: the safety net for a worker that falls behind.  Keep it above the stream
+    # processor's FACEGATE_STREAM_MAX_FRAME_AGE_S, or faces analysed just in time are thrown
+    # away.  0 embeds every face however late.
+    max_frame_age_s: float = 30.0
     kafka: KafkaSettings = Field(default_factory=lambda: load_settings(KafkaSettings))
     redis: RedisSettings = Field(default_factory=lambda: load_settings(RedisSettings))
     mlflow: MlflowSettings = Field(default_factory=lambda: load_settings(MlflowSettings))

@@ -63,6 +63,19 @@ def thumbnail(crop: npt.NDArray[np.uint8]) -> bytes:
     return data.tobytes() if ok else b""
 
 
+def shed_if_stale(face: Face, max_age_s: float | None, at: float) -> Face:
+    """The face as ``stale`` (no crops) if at ``at`` it was captured more than ``max_age_s``
+    ago: too late to be worth embedding, and under overload the worker catches up this way
+    instead of falling further behind.  Other outcomes, and every face without a limit, pass."""
+    if max_age_s is None or face.outcome != "face":
+        return face
+    age_s = at - face.captured_at
+    if age_s <= max_age_s:
+        return face
+    timings = {**face.timings_ms, "waited": age_s * 1000}
+    return face.model_copy(update={"outcome": "stale", "crops": [], "timings_ms": timings})
+
+
 class InferenceWorker:
     """Consumes faces and publishes verdicts for the serving set (champion, canary)."""
 
@@ -75,6 +88,7 @@ class InferenceWorker:
         max_wait_ms: int,
         top_k: int = 5,
         thumbnails: bool = True,
+        max_frame_age_s: float | None = None,
     ) -> None:
         self.serving = serving
         self.consumer = consumer
@@ -83,6 +97,8 @@ class InferenceWorker:
         self.max_wait_s = max_wait_ms / 1000
         self.top_k = top_k
         self.thumbnails = thumbnails
+        # A face captured longer ago than this is answered ``stale`` without being embedded.
+        self.max_frame_age_s = max_frame_age_s or None
         self.stopping = threading.Event()
         self.verdicts_published = 0
         self.lag = KafkaLag(consumer, str(getattr(consumer, "config", {}).get("group_id")))
@@ -150,6 +166,7 @@ class InferenceWorker:
             except SchemaError as error:
                 self._dead_letter(record, error.reason, error.detail)
                 continue
+            face = self._shed_if_stale(face)
             arm, crop = self._route(serving, face)
             if face.outcome == "face":
                 if crop is None:
@@ -199,6 +216,9 @@ class InferenceWorker:
         STAGE_SECONDS.labels("batch_total", serving.champion.model.version).observe(
             time.perf_counter() - started
         )
+
+    def _shed_if_stale(self, face: Face) -> Face:
+        return shed_if_stale(face, self.max_frame_age_s, time.time())
 
     def _embed_arm(
         self,
