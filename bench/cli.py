@@ -32,6 +32,14 @@ FULL = BenchPlan(60, (1, 2, 4, 8, 16), 500, 100, 600, 240)
 QUICK = BenchPlan(16, (1, 8), 100, 20, 80, 40)
 
 
+def exit_on_sigterm() -> None:
+    """Turn SIGTERM into SystemExit, so that the private stack is stopped on the way out."""
+    import signal
+    import sys
+
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+
+
 def machine() -> dict[str, Any]:
     """What the figures were measured on."""
     model = "unknown CPU"
@@ -112,6 +120,7 @@ def bench_command(json_path: Path, quick: bool) -> None:
     """Benchmark models, pipeline profiles, a naive baseline, 1:N search and memory."""
     from bench.report import figure_rows, text_table, write_outputs
 
+    exit_on_sigterm()
     results = run_bench(QUICK if quick else FULL, say=click.echo)
     files = write_outputs(results, json_path)
     click.echo(text_table(figure_rows(results)))
@@ -167,6 +176,7 @@ def soak_command(
     from producers.roster import demo_photo_folder
     from trainer.build_models import build_all
 
+    exit_on_sigterm()
     plan = SoakPlan(duration_s=minutes * 60, factor=factor, rate_fps=rate, sample_s=sample_s)
     click.echo(f"machine: {machine()['description']}")
     build_all()

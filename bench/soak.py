@@ -14,8 +14,10 @@ about that many seconds of frames instead of growing for as long as the overload
 
 from __future__ import annotations
 
+import os
 import threading
 import time
+import urllib.request
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -42,9 +44,9 @@ from bench.soak_stats import (
 from bench.stats import percentile
 from facegate.pipeline import VerdictCollector
 from facegate.settings import KafkaSettings
-from schemas.codec import SchemaError, decode
+from schemas.codec import SchemaError, decode, encode
 from schemas.messages import DeadLetter, Frame, Verdict, new_id, now
-from schemas.topics import VERDICTS
+from schemas.topics import FRAMES, VERDICTS
 
 # FaceGate's own services are judged on memory; the stack's servers are reported only (the
 # in-memory broker keeps every record for the topic's retention, by design).
@@ -144,37 +146,73 @@ class OpenLoopPublisher:
         self._thread.join(timeout=60)
 
     def _run(self) -> None:
+        from facegate.kafka_clients import make_producer
         from facegate.settings import load_settings
-        from producers.publisher import FramePublisher
-        from producers.settings import ProducerSettings
 
+        # Sends are not awaited one by one (a camera does not wait for the broker either): a
+        # frame counts as published when the broker acknowledges it; at most ``in_flight``
+        # frames are unacknowledged, so a broker that cannot keep up slows the offered rate,
+        # which the report shows as the achieved rate.
+        producer = make_producer(load_settings(KafkaSettings))
+        in_flight = threading.BoundedSemaphore(256)
         started = time.monotonic()
         number = 0
-        with FramePublisher(load_settings(ProducerSettings)) as publisher:
+        try:
             while not self._stop.is_set():
                 due = started + number / self.rate_fps
                 wait = due - time.monotonic()
                 if wait > 0 and self._stop.wait(wait):
                     break
                 checkin = self.checkins[number % len(self.checkins)]
+                stamp = now()
                 frame = Frame(
                     frame_id=new_id(),
                     gate_id=f"soak-gate-{number % self.gates}",
                     exam_id="soak",
                     claimed_student_id=checkin.student_id,
-                    captured_at=now(),
-                    published_at=now(),
+                    captured_at=stamp,
+                    published_at=stamp,
                     source="test",
                     image=checkin.jpeg,
                 )
-                try:
-                    publisher.publish(frame)
-                except Exception:  # counted and reported; the soak goes on
-                    self.failures += 1
-                else:
-                    with self._lock:
-                        self.frame_ids.add(frame.frame_id)
+                in_flight.acquire()
+                future = producer.send(FRAMES.name, key=frame.gate_id.encode(), value=encode(frame))
+                future.add_callback(self._acked, frame.frame_id, in_flight)
+                future.add_errback(self._failed, in_flight)
                 number += 1
+        finally:
+            producer.flush(timeout=60)
+            producer.close(timeout=10)
+
+    def _acked(self, frame_id: str, in_flight: threading.BoundedSemaphore, _: Any) -> None:
+        with self._lock:
+            self.frame_ids.add(frame_id)
+        in_flight.release()
+
+    def _failed(self, in_flight: threading.BoundedSemaphore, _: Any) -> None:
+        with self._lock:
+            self.failures += 1
+        in_flight.release()
+
+
+def consumer_lag(metrics_ports: dict[str, int]) -> dict[str, float]:
+    """``facegate_consumer_lag`` summed per topic, from each service's metrics endpoint."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    lag: dict[str, float] = {}
+    for port in metrics_ports.values():
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as reply:
+                text = reply.read().decode()
+        except OSError:
+            continue
+        for family in text_string_to_metric_families(text):
+            if family.name != "facegate_consumer_lag":
+                continue
+            for sample in family.samples:
+                topic = sample.labels.get("topic", "?")
+                lag[topic] = lag.get(topic, 0.0) + sample.value
+    return lag
 
 
 def _sample(
@@ -182,6 +220,7 @@ def _sample(
     publisher: OpenLoopPublisher,
     collector: CountingCollector,
     pids: dict[str, int],
+    metrics_ports: dict[str, int],
 ) -> SoakSample:
     ids = publisher.ids()
     latencies = collector.take_latencies()
@@ -193,6 +232,7 @@ def _sample(
         dead_letters=collector.dead,
         duplicates=collector.duplicates,
         rss_mb={name: round(tree_rss_mb(pid), 1) for name, pid in pids.items()},
+        consumer_lag=consumer_lag(metrics_ports),
         e2e_p50_ms=round(percentile(latencies, 50), 1) if latencies else None,
         e2e_p95_ms=round(percentile(latencies, 95), 1) if latencies else None,
     )
@@ -211,6 +251,14 @@ def run_soak(
     with private_stack(say) as stack:
         say("    enrolling the demo students")
         prepare(photos, students)
+        # The services export their consumer lag; the soak reads it (private_stack restores
+        # the environment afterwards).
+        from facegate.stack.ports import free_port_block
+
+        first = free_port_block(2, start=30000)
+        metrics_ports = {"FACEGATE_STREAM_METRICS_PORT": first}
+        metrics_ports["FACEGATE_WORKER_METRICS_PORT"] = first + 1
+        os.environ.update({name: str(port) for name, port in metrics_ports.items()})
         waiter = NotifyingCollector(KafkaSettings())
         waiter.start()
         try:
@@ -237,13 +285,16 @@ def run_soak(
         try:
             while (elapsed := time.monotonic() - started) < plan.duration_s:
                 time.sleep(min(plan.sample_s, max(0.0, plan.duration_s - elapsed)))
-                sample = _sample(time.monotonic() - started, publisher, collector, pids)
+                sample = _sample(
+                    time.monotonic() - started, publisher, collector, pids, metrics_ports
+                )
                 samples.append(sample)
                 rss = ", ".join(f"{k} {v:.0f}" for k, v in sample.rss_mb.items())
+                lag = ", ".join(f"{k} {v:.0f}" for k, v in sorted(sample.consumer_lag.items()))
                 say(
                     f"    t={sample.t_s:5.0f}s published {sample.published} answered "
                     f"{sample.answered} backlog {sample.backlog} stale {sample.stale} "
-                    f"p50 {sample.e2e_p50_ms} ms | RSS MB {rss}"
+                    f"p50 {sample.e2e_p50_ms} ms | lag {lag} | RSS MB {rss}"
                 )
             publisher.stop()
             offered_s = time.monotonic() - started
@@ -254,7 +305,7 @@ def run_soak(
                 time.sleep(1.0)
             drained_s = time.monotonic() - started - offered_s
             time.sleep(2.0)  # late duplicates, if any, arrive
-            final = _sample(time.monotonic() - started, publisher, collector, pids)
+            final = _sample(time.monotonic() - started, publisher, collector, pids, metrics_ports)
         finally:
             publisher.stop()
             collector.stop()
@@ -265,8 +316,17 @@ def run_soak(
     }
     met = checks["backlog"]["met"] and checks["loss"]["met"]
     met = met and all(c["met"] for c in checks["memory"].values())
+    second_half = samples[len(samples) // 2 :]
+    p50s = [s.e2e_p50_ms for s in second_half if s.e2e_p50_ms is not None]
+    p95s = [s.e2e_p95_ms for s in second_half if s.e2e_p95_ms is not None]
+    analysed = final.answered - final.stale - final.dead_letters
     return {
         "sustained_fps": round(sustained, 2) if sustained is not None else None,
+        "analysed_total": analysed,
+        "analysed_fps": round(analysed / offered_s, 2) if offered_s else 0.0,
+        # Medians of the per-sample figures (each sample: the verdicts since the previous one).
+        "second_half_e2e_p50_ms": round(percentile(p50s, 50), 1) if p50s else None,
+        "second_half_e2e_p95_ms": round(percentile(p95s, 50), 1) if p95s else None,
         "factor": plan.factor,
         "offered_fps": round(offered, 2),
         "duration_s": round(offered_s, 1),

@@ -31,6 +31,8 @@ class SoakSample:
     dead_letters: int
     duplicates: int
     rss_mb: dict[str, float] = field(default_factory=dict)
+    # facegate_consumer_lag of the stream processor and the worker, summed per topic.
+    consumer_lag: dict[str, float] = field(default_factory=dict)
     # Capture-to-decision latency of the frames analysed (not shed) since the last sample.
     e2e_p50_ms: float | None = None
     e2e_p95_ms: float | None = None
@@ -135,6 +137,15 @@ def summary_rows(report: Mapping[str, Any]) -> list[tuple[str, str]]:
         ),
         ("lost / duplicated", f"{checks['loss']['lost']} / {checks['loss']['duplicates']}"),
         ("answered stale (shed unanalysed)", f"{report['stale_total']}"),
+        (
+            "analysed and decided",
+            f"{report.get('analysed_total', 0)} "
+            f"({report.get('analysed_fps', 0.0):.2f} fps over the offered period)",
+        ),
+        (
+            "capture-to-decision of analysed frames, second half p50 / p95",
+            f"{report.get('second_half_e2e_p50_ms')} / {report.get('second_half_e2e_p95_ms')} ms",
+        ),
         ("dead letters", f"{report['dead_letters_total']}"),
         (
             "backlog peak, first / second half",
@@ -167,8 +178,17 @@ def soak_plot(report: Mapping[str, Any], path: Any) -> Any:
     samples = report["samples"]
     t = [s["t_s"] for s in samples]
     fig, (lag, flow, memory) = plt.subplots(3, 1, figsize=(8, 9), dpi=110, sharex=True)
-    lag.plot(t, [s["backlog"] for s in samples], color="#C44E52")
-    lag.set_ylabel("backlog (frames)")
+    lag.plot(t, [s["backlog"] for s in samples], color="#C44E52", label="unanswered frames")
+    topics = sorted({name for s in samples for name in s.get("consumer_lag", {})})
+    for topic in topics:
+        lag.plot(
+            t,
+            [s.get("consumer_lag", {}).get(topic, 0.0) for s in samples],
+            linestyle="--",
+            label=f"consumer lag on {topic}",
+        )
+    lag.set_ylabel("frames / records")
+    lag.legend(loc="upper left", fontsize="small")
     lag.set_title(
         f"soak: {report['offered_fps']:.1f} fps offered "
         f"({report['factor']}x sustained) for {report['duration_s']:.0f} s"
