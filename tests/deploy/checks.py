@@ -422,13 +422,24 @@ def compose_commands(compose_file: Path) -> Iterator[tuple[str, list[str]]]:
         yield name, command.split() if isinstance(command, str) else [str(c) for c in command]
 
 
+def pod_spec(document: dict[str, Any]) -> dict[str, Any] | None:
+    """The pod spec of a rendered Deployment, Job or CronJob; None for other kinds."""
+    kind = document.get("kind")
+    if kind in ("Deployment", "Job"):
+        return document["spec"]["template"]["spec"]  # type: ignore[no-any-return]
+    if kind == "CronJob":
+        return document["spec"]["jobTemplate"]["spec"]["template"]["spec"]  # type: ignore[no-any-return]
+    return None
+
+
 def chart_commands(documents: list[dict[str, Any]]) -> Iterator[tuple[str, list[str]]]:
-    """(Deployment/container, arguments) of every rendered container that runs `facegate`
-    (the image's entrypoint: no ``command`` of its own)."""
+    """(workload/container, arguments) of every rendered Deployment or CronJob container that
+    runs `facegate` (the image's entrypoint: no ``command`` of its own)."""
     for document in documents:
-        if document.get("kind") != "Deployment":
+        spec = pod_spec(document)
+        if spec is None or document.get("kind") == "Job":
             continue
-        for container in document["spec"]["template"]["spec"]["containers"]:
+        for container in spec["containers"]:
             if "command" not in container:
                 where = f"{document['metadata']['name']}/{container['name']}"
                 yield where, [str(a) for a in container.get("args", [])]
@@ -501,9 +512,10 @@ def rendered_variable_names(documents: list[dict[str, Any]]) -> set[str]:
             sources[(document["kind"], document["metadata"]["name"])] = data
     names = set()
     for document in documents:
-        if document.get("kind") not in ("Deployment", "Job"):
+        spec = pod_spec(document)
+        if spec is None:
             continue
-        for container in document["spec"]["template"]["spec"]["containers"]:
+        for container in spec["containers"]:
             names |= {e["name"] for e in container.get("env", [])}
             for source in container.get("envFrom", []):
                 for kind, key in (("ConfigMap", "configMapRef"), ("Secret", "secretRef")):

@@ -165,9 +165,34 @@ def test_drift_thresholds_in_the_schema_are_the_drift_bounds() -> None:
 
 def test_chart_runs_facegate_commands_that_exist() -> None:
     commands = dict(checks.chart_commands(checks.render_chart(checks.CHART_DIR, EVERYTHING_ON)))
-    assert len(commands) == len(DEPLOYMENTS)
+    assert len(commands) == len(DEPLOYMENTS) + 1  # and the retention CronJob
     assert commands["exam-facegate-trainer/trainer"] == ["train", "serve"]
+    assert commands["exam-facegate-retention/retention"] == ["retention", "run"]
     assert checks.cli_problems(commands.items()) == []
+    # A CronJob running a command the CLI does not have is caught like a Deployment's.
+    broken = {**commands, "exam-facegate-retention/retention": ["retention", "sweep"]}
+    assert checks.cli_problems(broken.items()) != []
+
+
+def test_retention_runs_daily_with_its_periods_and_can_be_turned_off() -> None:
+    values = {
+        **EVERYTHING_ON,
+        "retention": {
+            "enabled": True,
+            "schedule": "5 4 * * *",
+            "feedbackDays": 30,
+            "framesDays": 2,
+        },
+    }
+    (job,) = _by_kind(checks.render_chart(checks.CHART_DIR, values), "CronJob")
+    assert job["spec"]["schedule"] == "5 4 * * *"
+    assert job["spec"]["concurrencyPolicy"] == "Forbid"
+    container = checks.pod_spec(job)["containers"][0]  # type: ignore[index]
+    env = {e["name"]: e["value"] for e in container["env"]}
+    assert env["FACEGATE_RETENTION_FEEDBACK_DAYS"] == "30"
+    assert env["FACEGATE_RETENTION_FRAMES_DAYS"] == "2"
+    off = {**EVERYTHING_ON, "retention": {**values["retention"], "enabled": False}}
+    assert _by_kind(checks.render_chart(checks.CHART_DIR, off), "CronJob") == []
 
 
 def test_lifecycle_services_run_exactly_one_replica() -> None:
