@@ -42,6 +42,7 @@ from bench.soak_stats import (
     rates,
 )
 from bench.stats import percentile
+from facegate.errors import FacegateError
 from facegate.pipeline import VerdictCollector
 from facegate.settings import KafkaSettings
 from schemas.codec import SchemaError, decode, encode
@@ -272,6 +273,11 @@ def run_soak(
         finally:
             waiter.stop()
         offered = plan.rate_fps if plan.rate_fps is not None else (sustained or 0.0) * plan.factor
+        if offered <= 0:
+            raise FacegateError(
+                f"nothing to offer: sustained rate {sustained} fps, factor {plan.factor}, "
+                f"--rate {plan.rate_fps}; see the services' logs under {stack.state_dir}"
+            )
         say(
             f"    sustained {sustained or float('nan'):.2f} fps; offering {offered:.2f} fps for "
             f"{plan.duration_s:.0f} s, a sample every {plan.sample_s:.0f} s"
