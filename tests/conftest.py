@@ -50,18 +50,10 @@ def local_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack
 
     settings = stack_settings_on_free_ports(tmp_path_factory.mktemp("stack"))
     stack = LocalStack(settings)
-    endpoints = stack.up()
-    saved = {key: os.environ.get(key) for key in endpoints}
-    os.environ.update(endpoints)
-    try:
+    from tests.stack_env import exported_stack
+
+    with exported_stack(stack):
         yield stack
-    finally:
-        stack.down()
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
 
 
 def read_rgb(path: Path) -> np.ndarray:

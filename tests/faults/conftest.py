@@ -35,6 +35,7 @@ from producers.publisher import FramePublisher
 from producers.roster import Roster, Student, load_roster
 from producers.settings import ProducerSettings
 from schemas.messages import Frame, Verdict, new_id, now
+from tests.stack_env import exported_stack
 
 FACEGATE = [sys.executable, "-m", "facegate"]
 
@@ -100,18 +101,8 @@ class FaultPipeline:
 def fault_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FaultStack]:
     """A stack of the fault tests' own (free ports, temporary state), stopped at the end."""
     stack = LocalStack(private_stack_settings(tmp_path_factory.mktemp("fault-stack")))
-    endpoints = stack.up()
-    saved = {key: os.environ.get(key) for key in endpoints}
-    os.environ.update(endpoints)
-    try:
+    with exported_stack(stack) as endpoints:
         yield FaultStack(stack, endpoints)
-    finally:
-        stack.down()
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
 
 
 @pytest.fixture(scope="package")

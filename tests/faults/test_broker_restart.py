@@ -48,6 +48,7 @@ from schemas.messages import Face, Frame, Verdict
 from schemas.topics import FACES, FRAMES, VERDICTS, Topic
 from stream_processors.vision.mtcnn import MtcnnDetector
 from tests.faults.conftest import frames_of, one_verdict_each, publish
+from tests.stack_env import exported_stack
 
 pytestmark = [pytest.mark.faults, pytest.mark.slow]
 
@@ -60,18 +61,8 @@ def durable_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalSta
     settings = private_stack_settings(tmp_path_factory.mktemp("durable"), with_mlflow=False)
     settings.broker_storage = "s3"
     stack = LocalStack(settings)
-    endpoints = stack.up()
-    saved = {key: os.environ.get(key) for key in endpoints}
-    os.environ.update(endpoints)
-    try:
+    with exported_stack(stack):
         yield stack
-    finally:
-        stack.down()
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
 
 
 def _enroll_local(roster: Roster) -> list[str]:
