@@ -11,7 +11,6 @@ from typing import Any
 import redis
 import urllib3
 from kafka import KafkaConsumer
-from kafka.errors import CommitFailedError
 from minio import Minio
 from minio.error import S3Error, ServerError
 
@@ -26,6 +25,7 @@ from console.metrics import (
     RETRIES_PER_STUDENT,
     SAMPLES,
 )
+from facegate.kafka_clients import commit_processed
 from schemas.codec import SchemaError, decode
 from schemas.messages import Feedback
 
@@ -166,9 +166,6 @@ def run_consumer(consumer: KafkaConsumer, sink: FeedbackSink, stop: threading.Ev
                 if not handle_with_retry(sink, feedback, stop):
                     return  # stopping mid-batch: uncommitted, so redelivered to the next run
         if batches:
-            try:
-                consumer.commit()
-            except CommitFailedError as error:
-                # A long outage outlasted max_poll_interval_ms and the group moved on: the
-                # batch is redelivered after the rejoin and rewrites the same objects.
-                log.warning("offsets not committed, the batch will be redelivered: %s", error)
+            # If a long outage outlasted max_poll_interval_ms and the group moved on, the batch
+            # is redelivered after the rejoin and rewrites the same objects.
+            commit_processed(consumer, stop)

@@ -3,12 +3,20 @@
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, Protocol
 
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
 from kafka.admin import NewTopic
-from kafka.errors import TopicAlreadyExistsError
+from kafka.errors import (
+    CommitFailedError,
+    IllegalGenerationError,
+    KafkaError,
+    RebalanceInProgressError,
+    TopicAlreadyExistsError,
+    UnknownMemberIdError,
+)
 
 from facegate.settings import KafkaSettings
 from schemas.topics import ALL_TOPICS, Topic
@@ -16,17 +24,21 @@ from schemas.topics import ALL_TOPICS, Topic
 log = logging.getLogger(__name__)
 
 
-def make_producer(settings: KafkaSettings, **overrides: Any) -> KafkaProducer:
-    """A producer that waits for the broker's acknowledgement of every record."""
-    config: dict[str, Any] = {
+def producer_config(settings: KafkaSettings) -> dict[str, Any]:
+    """kafka-python options of every FaceGate producer."""
+    return {
         **settings.common_config(),
         "acks": "all",
         "linger_ms": 0,
         "retries": 5,
+        "enable_idempotence": settings.idempotent_producer,
         "max_request_size": 16 * 1024 * 1024,
     }
-    config.update(overrides)
-    return KafkaProducer(**config)
+
+
+def make_producer(settings: KafkaSettings, **overrides: Any) -> KafkaProducer:
+    """A producer that waits for the broker's acknowledgement of every record."""
+    return KafkaProducer(**{**producer_config(settings), **overrides})
 
 
 def make_consumer(
@@ -50,6 +62,55 @@ def make_consumer(
     if topic_list:
         consumer.subscribe(topic_list)
     return consumer
+
+
+# The group moved on (a rebalance gave the partitions to another member, or a restarted broker
+# forgot this member): the records are redelivered to their new owner, not lost.
+GROUP_MOVED_ON = (
+    CommitFailedError,
+    RebalanceInProgressError,
+    IllegalGenerationError,
+    UnknownMemberIdError,
+)
+
+
+class Committer(Protocol):
+    """What :func:`commit_processed` needs of a consumer."""
+
+    def commit(self) -> Any: ...
+
+
+def commit_processed(
+    consumer: Committer,
+    stopping: threading.Event,
+    first_backoff_s: float = 0.5,
+    max_backoff_s: float = 5.0,
+) -> bool:
+    """Commit the positions of everything polled so far, waiting out a broker outage.
+
+    kafka-python's ``commit()`` raises as soon as it cannot reach the coordinator (a broker
+    restart, say); a service that let that escape would die with its batch already answered.
+    Retriable errors are retried with exponential backoff until the commit lands (True).  False
+    when the group moved on (the partitions' new owner gets the records again; consumers
+    de-duplicate by frame id) or ``stopping`` was set first (uncommitted records are redelivered
+    after the restart).  Anything else is raised.
+    """
+    backoff_s = first_backoff_s
+    while True:
+        try:
+            consumer.commit()
+            return True
+        except GROUP_MOVED_ON as error:
+            log.warning("offsets not committed, the group moved on (redelivered): %s", error)
+            return False
+        except KafkaError as error:
+            if not error.retriable:
+                raise
+            log.warning("offset commit failed (%s); retrying in %.1f s", error, backoff_s)
+        if stopping.wait(backoff_s):
+            log.warning("stopping before the offsets were committed: they are redelivered")
+            return False
+        backoff_s = min(backoff_s * 2, max_backoff_s)
 
 
 def make_admin(settings: KafkaSettings, **overrides: Any) -> KafkaAdminClient:

@@ -22,6 +22,7 @@ import numpy.typing as npt
 from kafka import KafkaConsumer, KafkaProducer
 from kafka.consumer.fetcher import ConsumerRecord
 
+from facegate.kafka_clients import commit_processed
 from facegate.metrics import DEAD_LETTERS
 from inference_worker.decision import decide
 from inference_worker.gallery import Candidate
@@ -211,7 +212,7 @@ class InferenceWorker:
         for verdict in verdicts:
             record_verdict(verdict)
         # Every verdict is acknowledged by the broker: only now may the offsets move on.
-        self.consumer.commit()
+        commit_processed(self.consumer, self.stopping)
         self.verdicts_published += len(faces)
         STAGE_SECONDS.labels("batch_total", serving.champion.model.version).observe(
             time.perf_counter() - started

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from prometheus_client import Counter, Gauge
 
 from facegate.dead_letters import send_dead_letter
-from facegate.kafka_clients import make_consumer, make_producer
+from facegate.kafka_clients import commit_processed, make_consumer, make_producer
 from inference_worker.gallery_backfill import BACKFILL
 from schemas.codec import SchemaError, decode
 from schemas.messages import DriftReport, Enrollment
@@ -157,7 +157,7 @@ class RetrainService:
                 for letter in letters:
                     letter.get(timeout=30)
                 # What was read is acted on now; a crash mid-run does not replay the trigger.
-                consumer.commit()
+                commit_processed(consumer, self.stopping)
                 if requests:
                     self.retrain(merged(requests))
         finally:

@@ -20,7 +20,7 @@ from kafka.consumer.fetcher import ConsumerRecord
 
 from facegate.dead_letters import send_dead_letter
 from facegate.heartbeat import Heartbeat
-from facegate.kafka_clients import ensure_topics, make_consumer, make_producer
+from facegate.kafka_clients import commit_processed, ensure_topics, make_consumer, make_producer
 from facegate.redis_client import make_redis
 from facegate.service_process import serve_metrics, stop_on_signals
 from schemas.codec import SchemaError, decode, encode
@@ -77,7 +77,7 @@ class DriftService:
         self._publish(reports, pending)
         if count:
             # Every report and dead letter of these records is acknowledged: move on.
-            self.consumer.commit()
+            commit_processed(self.consumer, self.stopping)
             self.records_seen += count
 
     def handle(self, record: ConsumerRecord, pending: list[Any]) -> list[DriftReport]:
