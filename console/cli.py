@@ -62,28 +62,33 @@ def add_user_command(name: str, role: str, password: str) -> None:
 def feedback_consumer_command(metrics_port: int | None) -> None:
     """Turn proctors' decisions into a training dataset and the proctor-seen error metrics."""
     from console.feedback_consumer import FeedbackSink, run_consumer
-    from facegate.kafka_clients import ensure_topics, make_consumer
+    from facegate.kafka_clients import ensure_topics, make_consumer, make_producer
     from facegate.object_store import make_object_store
     from facegate.redis_client import make_redis
     from facegate.service_process import serve_metrics, stop_on_signals
-    from schemas.topics import FEEDBACK
+    from schemas.topics import FEEDBACK, FRAMES_DLQ
 
     settings = _settings(metrics_port=metrics_port)
     s3 = settings.s3
     store = make_object_store(s3)
     if not store.bucket_exists(s3.bucket_feedback):
         store.make_bucket(s3.bucket_feedback)
-    ensure_topics(settings.kafka, [FEEDBACK])
+    ensure_topics(settings.kafka, [FEEDBACK, FRAMES_DLQ])
     serve_metrics(settings)
     stop = threading.Event()
     stop_on_signals(stop, "stopping the feedback consumer")
     consumer = make_consumer(settings.kafka, settings.feedback_group_id, [FEEDBACK.name])
+    producer = make_producer(settings.kafka)
     click.echo(f"feedback consumer: group {settings.feedback_group_id} -> {s3.bucket_feedback}")
     try:
         run_consumer(
-            consumer, FeedbackSink(make_redis(settings.redis), store, s3.bucket_feedback), stop
+            consumer,
+            FeedbackSink(make_redis(settings.redis), store, s3.bucket_feedback),
+            stop,
+            producer,
         )
     except KeyboardInterrupt:
         pass
     finally:
         consumer.close()
+        producer.close()

@@ -10,7 +10,7 @@ from typing import Any
 
 import redis
 import urllib3
-from kafka import KafkaConsumer
+from kafka import KafkaConsumer, KafkaProducer
 from minio import Minio
 from minio.error import S3Error, ServerError
 
@@ -25,11 +25,13 @@ from console.metrics import (
     RETRIES_PER_STUDENT,
     SAMPLES,
 )
+from facegate.dead_letters import send_dead_letter
 from facegate.kafka_clients import commit_processed
 from schemas.codec import SchemaError, decode
 from schemas.messages import Feedback
 
 log = logging.getLogger(__name__)
+SERVICE = "feedback-consumer"
 
 # Backoff while Redis or the object store is unreachable: first wait, longest wait.
 RETRY_FIRST_S = 0.5
@@ -148,23 +150,29 @@ def handle_with_retry(sink: FeedbackSink, feedback: Feedback, stop: threading.Ev
         return True
 
 
-def run_consumer(consumer: KafkaConsumer, sink: FeedbackSink, stop: threading.Event) -> None:
+def run_consumer(
+    consumer: KafkaConsumer, sink: FeedbackSink, stop: threading.Event, producer: KafkaProducer
+) -> None:
     """Consume until ``stop``; offsets are committed after each batch is stored.
 
     While Redis or the object store is down the batch waits (see ``handle_with_retry``); its
-    offsets move on only once every sample of it is stored.
+    offsets move on only once every sample of it is stored.  An unreadable record goes whole
+    to the dead-letter topic with its reason, acknowledged before the offsets move on.
     """
     while not stop.is_set():
         batches = consumer.poll(timeout_ms=500)
+        letters = []
         for records in batches.values():
             for record in records:
                 try:
                     feedback = decode(record.value, Feedback)
-                except SchemaError as exc:
-                    log.warning("unreadable feedback skipped at offset %d: %s", record.offset, exc)
+                except SchemaError as error:
+                    letters.append(send_dead_letter(producer, record, error, SERVICE))
                     continue
                 if not handle_with_retry(sink, feedback, stop):
                     return  # stopping mid-batch: uncommitted, so redelivered to the next run
+        for letter in letters:
+            letter.get(timeout=30)
         if batches:
             # If a long outage outlasted max_poll_interval_ms and the group moved on, the batch
             # is redelivered after the rejoin and rewrites the same objects.

@@ -1,0 +1,97 @@
+"""The feedback consumer on the real broker, Redis and object store: an unreadable record goes
+whole to the dead-letter topic with its reason, and only then does the group's offset move past
+it (it used to be logged and skipped)."""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+
+import pytest
+from kafka import TopicPartition
+from kafka.admin import NewTopic
+
+from console.feedback_consumer import SERVICE, FeedbackSink, run_consumer
+from console.settings import ConsoleSettings
+from facegate.kafka_clients import make_admin, make_consumer, make_producer
+from facegate.object_store import make_object_store
+from facegate.redis_client import make_redis
+from facegate.settings import KafkaSettings
+from facegate.stack import LocalStack
+from schemas.codec import decode
+from schemas.messages import DeadLetter
+from schemas.topics import FRAMES_DLQ
+
+pytestmark = pytest.mark.integration
+GARBAGE = b"\x00 not a feedback message"
+
+
+def _letter(key: bytes, timeout_s: float) -> DeadLetter | None:
+    consumer = make_consumer(KafkaSettings(), group_id=None)
+    try:
+        partitions = [TopicPartition(FRAMES_DLQ.name, p) for p in range(FRAMES_DLQ.partitions)]
+        consumer.assign(partitions)
+        consumer.seek_to_beginning(*partitions)
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            for records in consumer.poll(timeout_ms=300).values():
+                for record in records:
+                    letter = decode(record.value, DeadLetter)
+                    if letter.service == SERVICE and letter.key == key:
+                        return letter
+    finally:
+        consumer.close()
+    return None
+
+
+def _committed(group: str, partition: TopicPartition) -> int | None:
+    consumer = make_consumer(KafkaSettings(), group)
+    try:
+        offset: int | None = consumer.committed(partition)
+        return offset
+    finally:
+        consumer.close()
+
+
+def test_unreadable_feedback_is_dead_lettered_before_its_offset_moves_on(
+    local_stack: LocalStack,
+) -> None:
+    # A topic of its own, so that the consumer reads nothing but this test's record.
+    topic = f"feedback-letters-{uuid.uuid4().hex[:8]}"
+    group = f"{topic}-group"
+    admin = make_admin(KafkaSettings())
+    try:
+        admin.create_topics([NewTopic(topic, 1, 1)])
+    finally:
+        admin.close()
+    settings = ConsoleSettings()
+    producer = make_producer(KafkaSettings())
+    key = f"garbage-{uuid.uuid4().hex[:6]}".encode()
+    offset = producer.send(topic, key=key, value=GARBAGE).get(timeout=30).offset
+    consumer = make_consumer(KafkaSettings(), group, [topic])
+    sink = FeedbackSink(
+        make_redis(settings.redis), make_object_store(settings.s3), settings.s3.bucket_feedback
+    )
+    stop = threading.Event()
+    thread = threading.Thread(
+        target=run_consumer, args=(consumer, sink, stop, producer), daemon=True
+    )
+    thread.start()
+    partition = TopicPartition(topic, 0)
+    try:
+        letter = _letter(key, timeout_s=30)
+        deadline = time.monotonic() + 30
+        while (_committed(group, partition) or 0) <= offset and time.monotonic() < deadline:
+            time.sleep(0.2)
+        committed = _committed(group, partition)
+    finally:
+        stop.set()
+        thread.join(timeout=30)
+        consumer.close()
+        producer.close()
+    assert not thread.is_alive(), "the consumer did not stop"
+    assert letter is not None, "no dead letter for the unreadable feedback record"
+    assert letter.source_topic == topic and letter.offset == offset
+    assert letter.reason and letter.payload == GARBAGE
+    assert committed == offset + 1
