@@ -153,36 +153,65 @@ def _embed_cost(
 def search_cost(sizes: Sequence[int], queries: int, seed: int = 0) -> dict[str, Any]:
     """Per-query 1:N search time (``GalleryIndex.search``, top 5) for random unit templates.
 
-    Measured on one BLAS thread, like every other figure here: on a busy 2-core node a
-    multi-threaded matrix-vector product of this size mostly waits for its threads.
+    Per gallery size: the path a worker takes by default (``p50``, ``p99``..., and ``path``):
+    the float32 scan below ``FACEGATE_WORKER_SEARCH_INT8_FROM`` students, the int8 shortlist
+    with exact re-scoring from there up.  Where the int8 path applies, the float32 scan is
+    measured too (``float32``) and ``recall_at_k`` is the share of the exact top 5 that the int8
+    path returned.  Measured on one BLAS thread, like every other figure here: on a busy 2-core
+    node a multi-threaded matrix-vector product of this size mostly waits for its threads.
     """
     from threadpoolctl import threadpool_limits
 
     from facegate.paths import models_dir
     from inference_worker.embedder import ModelCard
+    from inference_worker.settings import InferenceWorkerSettings
 
     dim = ModelCard.read(models_dir() / EMBEDDER).embedding_dim
+    int8_from = InferenceWorkerSettings.model_fields["search_int8_from"].default
     with threadpool_limits(limits=1):
-        return _search_cost(sizes, queries, dim, seed)
+        return _search_cost(sizes, queries, dim, seed, int8_from)
 
 
-def _search_cost(sizes: Sequence[int], queries: int, dim: int, seed: int) -> dict[str, Any]:
+def _time_searches(index: Any, probes: np.ndarray, k: int) -> tuple[list[float], list[set[str]]]:
+    index.search(probes[:1])  # warm-up
+    times, found = [], []
+    for row in range(len(probes)):
+        started = time.perf_counter()
+        top = index.search(probes[row : row + 1], k=k)[0]
+        times.append((time.perf_counter() - started) * 1000)
+        found.append({c.student_id for c in top})
+    return times, found
+
+
+def _search_cost(
+    sizes: Sequence[int], queries: int, dim: int, seed: int, int8_from: int, k: int = 5
+) -> dict[str, Any]:
     from inference_worker.gallery import GalleryIndex, normalise
 
     rng = np.random.default_rng(seed)
-    result: dict[str, dict[str, float]] = {}
+    result: dict[str, dict[str, Any]] = {}
     for size in sizes:
-        index = GalleryIndex(dim)
         templates = normalise(rng.standard_normal((size, dim)).astype(np.float32))
-        index.replace_all({f"s{i:07d}": templates[i : i + 1] for i in range(size)})
+        gallery = {f"s{i:07d}": templates[i : i + 1] for i in range(size)}
         probes = normalise(rng.standard_normal((queries, dim)).astype(np.float32))
-        index.search(probes[:1])  # warm-up
-        times = []
-        for row in range(queries):
-            started = time.perf_counter()
-            index.search(probes[row : row + 1], k=5)
-            times.append((time.perf_counter() - started) * 1000)
-        result[str(size)] = latency_summary(times)
+        exact = GalleryIndex(dim)
+        exact.replace_all(gallery)
+        exact_ms, exact_top = _time_searches(exact, probes, k)
+        if not int8_from or size < int8_from:
+            result[str(size)] = {**latency_summary(exact_ms), "path": "float32"}
+            continue
+        shortlisted = GalleryIndex(dim, int8_from)
+        shortlisted.replace_all(gallery)
+        if not shortlisted.wait_for_int8(120):
+            raise RuntimeError(f"the int8 copy of a {size}-student gallery was not built")
+        int8_ms, int8_top = _time_searches(shortlisted, probes, k)
+        recall = np.mean([len(a & b) / k for a, b in zip(exact_top, int8_top, strict=True)])
+        result[str(size)] = {
+            **latency_summary(int8_ms),
+            "path": "int8 shortlist + exact re-score",
+            "float32": latency_summary(exact_ms),
+            "recall_at_k": round(float(recall), 4),
+        }
     return result
 
 

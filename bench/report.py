@@ -46,9 +46,23 @@ def figure_rows(results: dict[str, Any]) -> list[Row]:
                 continue
             rows.append((f"{name} stage {stage} p50 ms", f"{summary['p50']:.1f}", ""))
     for size, summary in results["search_ms"].items():
+        path = summary.get("path", "float32")
         rows.append(
-            (f"1:N search {int(size):,} p50/p99 ms", f"{summary['p50']} / {summary['p99']}", "")
+            (
+                f"1:N search {int(size):,} p50/p99 ms ({path})",
+                f"{summary['p50']} / {summary['p99']}",
+                "",
+            )
         )
+        if "float32" in summary:
+            rows.append(
+                (
+                    f"1:N search {int(size):,} float32 scan p50/p99 ms, int8 recall@5",
+                    f"{summary['float32']['p50']} / {summary['float32']['p99']}, "
+                    f"{summary['recall_at_k']}",
+                    "",
+                )
+            )
     for key, ratio in results["providers"]["cpu_over_openvino"].items():
         rows.append((f"CPU EP / OpenVINO EP embed cost, batch {key}", f"{ratio}", ""))
     for name, mb in results.get("peak_rss_mb", {}).items():

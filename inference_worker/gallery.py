@@ -24,6 +24,7 @@ import numpy as np
 import numpy.typing as npt
 import redis
 
+from inference_worker.gallery_scan import Int8Scan
 from inference_worker.template_crypto import TemplateCipher, default_cipher
 
 Vector = npt.NDArray[np.float32]
@@ -153,15 +154,32 @@ class Candidate:
     score: float
 
 
-class GalleryIndex:
-    """The in-memory gallery one worker matches against; safe to update while matching."""
+# 1:N candidates re-scored exactly after the int8 first pass: at least this many, and at
+# least this many times k.
+SHORTLIST_MIN = 64
+SHORTLIST_PER_K = 8
 
-    def __init__(self, dim: int) -> None:
+
+class GalleryIndex:
+    """The in-memory gallery one worker matches against; safe to update while matching.
+
+    From ``int8_from`` students up (0: never), 1:N search first scores an int8 copy of the
+    gallery (:mod:`inference_worker.gallery_scan`) and re-scores a shortlist exactly.  The copy
+    is rebuilt in a background thread after each change; until it is ready, search scans the
+    float32 templates, so a change is never matched against stale rows.
+    """
+
+    def __init__(self, dim: int, int8_from: int = 0) -> None:
         self.dim = dim
+        self.int8_from = int8_from
         self._lock = threading.Lock()
         self._templates: dict[str, Vector] = {}
         self._ids: list[str] = []
         self._means: Vector = np.zeros((0, dim), dtype=np.float32)
+        self._scan: Int8Scan | None = None
+        self._scan_wanted = threading.Event()
+        self._scan_ready = threading.Condition(self._lock)
+        self._builder: threading.Thread | None = None
 
     def __len__(self) -> int:
         return len(self._ids)
@@ -194,6 +212,36 @@ class GalleryIndex:
             self._means = normalise(means)
         else:
             self._means = np.zeros((0, self.dim), dtype=np.float32)
+        self._scan = None
+        if self.int8_from and len(self._ids) >= self.int8_from:
+            self._scan_wanted.set()
+            if self._builder is None:
+                self._builder = threading.Thread(
+                    target=self._build_scans, name="gallery-int8", daemon=True
+                )
+                self._builder.start()
+
+    def _build_scans(self) -> None:
+        """Rebuild the int8 copy after changes (several changes in a row cost one build)."""
+        while True:
+            self._scan_wanted.wait()
+            self._scan_wanted.clear()
+            with self._lock:
+                means = self._means
+            if len(means) < max(self.int8_from, 1):
+                continue
+            scan = Int8Scan(means)
+            with self._lock:
+                if self._means is means:  # no change landed meanwhile
+                    self._scan = scan
+                    self._scan_ready.notify_all()
+
+    def wait_for_int8(self, timeout_s: float) -> bool:
+        """Wait until the int8 copy of the current gallery is ready (benchmarks, tests)."""
+        with self._lock:
+            return self._scan_ready.wait_for(
+                lambda: self._scan is not None and self._scan.means is self._means, timeout_s
+            )
 
     def verify(self, probe: Vector, student_id: str) -> float | None:
         """1:1: the best cosine similarity of the probe with the student's templates."""
@@ -205,16 +253,23 @@ class GalleryIndex:
     def search(self, probes: Vector, k: int = 5) -> list[list[Candidate]]:
         """1:N: the top-k students for each probe (rows of ``probes``), best first."""
         with self._lock:
-            ids, means = self._ids, self._means
+            ids, means, scan = self._ids, self._means, self._scan
         if not ids:
             return [[] for _ in range(len(probes))]
-        scores = probes @ means.T
         k = min(k, len(ids))
+        shortlist = max(SHORTLIST_MIN, SHORTLIST_PER_K * k)
+        if scan is not None and scan.means is means and shortlist < len(ids):
+            # int8 first pass, then the shortlist re-scored exactly in float32.
+            rows = scan.shortlist(probes, shortlist)
+            scores = np.einsum("md,mkd->mk", probes, means[rows])
+        else:
+            scores = probes @ means.T
+            rows = np.broadcast_to(np.arange(len(ids)), scores.shape)
         top = np.argpartition(-scores, k - 1, axis=1)[:, :k]
         results = []
-        for row, candidates in zip(scores, top, strict=True):
-            ordered = candidates[np.argsort(-row[candidates])]
-            results.append([Candidate(ids[i], float(row[i])) for i in ordered])
+        for row_scores, row_ids, candidates in zip(scores, rows, top, strict=True):
+            ordered = candidates[np.argsort(-row_scores[candidates])]
+            results.append([Candidate(ids[row_ids[i]], float(row_scores[i])) for i in ordered])
         return results
 
     def students(self) -> Iterable[str]:

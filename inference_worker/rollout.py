@@ -187,7 +187,7 @@ class ModelFollower:
     def _arm(self, alias: Alias) -> Arm:
         model, _ = self._load_model(alias)
         store = GalleryStore(self.client, model.version)
-        index = GalleryIndex(model.embedder.card.embedding_dim)
+        index = GalleryIndex(model.embedder.card.embedding_dim, self.settings.search_int8_from)
         sync = GallerySync(store, index, self.settings.kafka, self.producer).start()
         return Arm(alias, model, index, sync)
 

@@ -43,7 +43,7 @@ def run_worker(settings: InferenceWorkerSettings) -> None:
         sync = None
     else:
         model = load_serving_model(settings)
-        index = GalleryIndex(model.embedder.card.embedding_dim)
+        index = GalleryIndex(model.embedder.card.embedding_dim, settings.search_int8_from)
         store = GalleryStore(client, model.version)
         sync = GallerySync(store, index, settings.kafka, producer).start()
         fixed = static_serving_set(model, index)

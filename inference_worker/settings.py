@@ -40,6 +40,11 @@ class InferenceWorkerSettings(BaseServiceSettings):
     local_model: str = "mobilefacenet"
     local_threshold: float | None = None
     top_k: int = 5
+    # From this many students up, 1:N search shortlists with an int8 copy of the gallery and
+    # re-scores the shortlist exactly (gallery_scan.py); 0 always scans the float32 templates.
+    # `facegate bench`: at 10k students float32 still fits the cache (0.55 ms); at 100k it is
+    # memory-bound (11 ms) and the int8 pass is several times faster.
+    search_int8_from: int = 20000
     thumbnails: bool = True
     # A face captured more than this many seconds ago is answered review/stale without being
     # embedded: the safety net for a worker that falls behind.  Keep it above the stream
