@@ -78,10 +78,11 @@ class KafkaSettings(_Settings):
     request_timeout_ms: int = 30000
     # kafka-python's idempotent producer (its default) loses records on tansu when the broker
     # crashes: the restarted broker answers a retried batch with DUPLICATE_SEQUENCE_NUMBER though
-    # it never stored it, and the client counts that as delivered (offset -1).  Measured with
-    # tests/faults/test_broker_restart.py: 3 of 1,802 acknowledged records missing after 10
-    # SIGKILLs with it, none of 2,320 without.  Consumers de-duplicate by frame id anyway, so
-    # off by default; genuine Kafka keeps sequence state correctly (compose and Helm turn it on).
+    # it never stored it, and the client counts that as delivered (offset -1).  Measured on
+    # tansu's S3 engine, 10 SIGKILLs while sending: 3 of 1,802 acknowledged records missing with
+    # it, none of 2,320 without (tests/faults/test_broker_restart.py checks it).  Consumers
+    # de-duplicate by frame id anyway, so off by default; genuine Kafka keeps sequence state
+    # correctly (compose and Helm turn it on).
     idempotent_producer: bool = False
 
     def common_config(self) -> dict[str, Any]:

@@ -16,6 +16,7 @@ template per student (a single matrix product).
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -28,6 +29,7 @@ from inference_worker.gallery_scan import Int8Scan
 from inference_worker.template_crypto import TemplateCipher, default_cipher
 
 Vector = npt.NDArray[np.float32]
+log = logging.getLogger(__name__)
 
 
 def _key(version: str, *parts: str) -> str:
@@ -230,7 +232,11 @@ class GalleryIndex:
                 means = self._means
             if len(means) < max(self.int8_from, 1):
                 continue
-            scan = Int8Scan(means)
+            try:
+                scan = Int8Scan(means)
+            except Exception:  # the float32 scan keeps answering; say why the copy is missing
+                log.exception("int8 copy of %d templates not built", len(means))
+                continue
             with self._lock:
                 if self._means is means:  # no change landed meanwhile
                     self._scan = scan
