@@ -135,7 +135,10 @@ def summary_rows(report: Mapping[str, Any]) -> list[tuple[str, str]]:
             "frames published / answered",
             f"{checks['loss']['published']} / {checks['loss']['answered']}",
         ),
-        ("lost / duplicated", f"{checks['loss']['lost']} / {checks['loss']['duplicates']}"),
+        (
+            "unanswered after the drain / duplicated",
+            f"{checks['loss']['lost']} / {checks['loss']['duplicates']}",
+        ),
         ("answered stale (shed unanalysed)", f"{report['stale_total']}"),
         (
             "analysed and decided",

@@ -93,7 +93,7 @@ def test_rates_summary_and_plot(tmp_path: Path) -> None:
         },
     }
     rows = dict(summary_rows(report))
-    assert rows["lost / duplicated"] == "0 / 0"
+    assert rows["unanswered after the drain / duplicated"] == "0 / 0"
     assert rows["RSS worker"].endswith(": bounded")
     assert "not judged" in " ".join(rows)
     png = soak_plot(report, tmp_path / "soak.png")
