@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any, Protocol
 
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
@@ -111,6 +111,52 @@ def commit_processed(
             log.warning("stopping before the offsets were committed: they are redelivered")
             return False
         backoff_s = min(backoff_s * 2, max_backoff_s)
+
+
+# One wait for acknowledgements before checking whether the service is stopping; the producer
+# itself keeps retrying meanwhile.
+ACK_WAIT_S = 5.0
+
+
+class Sender(Protocol):
+    """What :func:`send_acknowledged` needs of a producer."""
+
+    def send(self, topic: str, value: bytes | None = None, key: bytes | None = None) -> Any: ...
+
+
+def send_acknowledged(
+    producer: Sender,
+    topic: str,
+    records: Sequence[tuple[bytes | None, bytes]],
+    stopping: threading.Event,
+    wait_s: float = ACK_WAIT_S,
+) -> bool:
+    """Send ``(key, value)`` records and wait until the broker acknowledged every one.
+
+    However long the broker is away: a record whose delivery failed with a retriable error (its
+    delivery timeout ran out, say) is sent again, so a consumer that commits only after this
+    returns True loses nothing and keeps running through the outage.  False when ``stopping``
+    was set before everything was acknowledged (commit nothing: the input is redelivered).  A
+    record the broker refuses for good (too large, not authorised) raises.
+    """
+    pending = [(record, producer.send(topic, key=record[0], value=record[1])) for record in records]
+    while pending:
+        waiting = []
+        for record, future in pending:
+            try:
+                future.get(timeout=wait_s)
+            except KafkaError as error:
+                if future.is_done:
+                    if not error.retriable:
+                        raise
+                    log.warning("record to %s not delivered (%s); sending it again", topic, error)
+                    future = producer.send(topic, key=record[0], value=record[1])
+                waiting.append((record, future))
+        if waiting and stopping.is_set():
+            log.warning("stopping with %d records to %s unacknowledged", len(waiting), topic)
+            return False
+        pending = waiting
+    return True
 
 
 def make_admin(settings: KafkaSettings, **overrides: Any) -> KafkaAdminClient:

@@ -4,8 +4,10 @@ Loop: poll ``faces`` until ``max_batch`` faces or ``max_wait_ms`` after the firs
 face to the arm that decides it (the champion, or the canary for its share of students; see
 rollout.py); embed each arm's faces in one ONNX Runtime call; match each face 1:1 against the
 claimed student and 1:N against that arm's gallery; publish every verdict (keyed by exam) and
-wait for the broker's acknowledgement; only then commit the offsets.  A crash before the commit
-re-delivers the batch, and its verdicts carry the same frame ids, so consumers recognise repeats.
+wait for the broker's acknowledgement, however long the broker is away (a verdict whose delivery
+failed is sent again); only then commit the offsets, retrying the commit through an outage too.
+A crash before the commit re-delivers the batch, and its verdicts carry the same frame ids, so
+consumers recognise repeats.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ import numpy.typing as npt
 from kafka import KafkaConsumer, KafkaProducer
 from kafka.consumer.fetcher import ConsumerRecord
 
-from facegate.kafka_clients import commit_processed
+from facegate.kafka_clients import commit_processed, send_acknowledged
 from facegate.metrics import DEAD_LETTERS
 from inference_worker.decision import decide
 from inference_worker.gallery import Candidate
@@ -185,7 +187,6 @@ class InferenceWorker:
             frames = [frame for frame, (a, _) in crops.items() if a is arm]
             if frames:
                 embedded.update(self._embed_arm(arm, frames, crops, per_face))
-        futures = []
         verdicts: list[Verdict] = []
         for face, arm in faces:
             found = embedded.get(face.frame_id)
@@ -204,11 +205,9 @@ class InferenceWorker:
                 },
             )
             verdicts.append(verdict)
-            futures.append(
-                self.producer.send(VERDICTS.name, key=face.exam_id.encode(), value=encode(verdict))
-            )
-        for future in futures:
-            future.get(timeout=30)
+        records = [(v.exam_id.encode(), encode(v)) for v in verdicts]
+        if not send_acknowledged(self.producer, VERDICTS.name, records, self.stopping):
+            return  # stopping during a broker outage: uncommitted, redelivered after restart
         for verdict in verdicts:
             record_verdict(verdict)
         # Every verdict is acknowledged by the broker: only now may the offsets move on.
