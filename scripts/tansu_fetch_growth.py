@@ -20,8 +20,8 @@ import numpy as np
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import NewTopic
 
-from facegate.stack import binaries
 from facegate.stack.ports import free_port_block
+from facegate.stack.services import tansu_argv
 
 RECORD_BYTES = 50_000
 RECORDS_PER_STEP = 4000
@@ -56,18 +56,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=8, help="200 MB steps (default 8)")
     args = parser.parse_args()
     port = free_port_block(1)
-    url = f"tcp://127.0.0.1:{port}"
     broker = subprocess.Popen(
-        [
-            str(binaries.tansu_binary()),
-            "broker",
-            "--listener-url",
-            url,
-            "--advertised-listener-url",
-            url,
-            "--storage-engine",
-            "memory://tansu/",
-        ],
+        tansu_argv(f"tcp://127.0.0.1:{port}", "memory://tansu/"),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )

@@ -42,6 +42,20 @@ class ServiceSpec:
     after: tuple[str, ...] = ()
 
 
+def tansu_argv(url: str, storage: str) -> list[str]:
+    """The command line of a tansu broker listening (and advertised) at ``url``."""
+    return [
+        str(binaries.tansu_binary()),
+        "broker",
+        "--listener-url",
+        url,
+        "--advertised-listener-url",
+        url,
+        "--storage-engine",
+        storage,
+    ]
+
+
 def _broker(settings: StackSettings) -> ServiceSpec:
     url = f"tcp://{settings.host}:{settings.broker_port}"
     s3 = settings.s3
@@ -60,16 +74,7 @@ def _broker(settings: StackSettings) -> ServiceSpec:
         storage, env, after = "memory://tansu/", {}, ()
 
     def argv() -> list[str]:
-        return [
-            str(binaries.tansu_binary()),
-            "broker",
-            "--listener-url",
-            url,
-            "--advertised-listener-url",
-            url,
-            "--storage-engine",
-            storage,
-        ]
+        return tansu_argv(url, storage)
 
     def health() -> None:
         from facegate.kafka_clients import make_admin
