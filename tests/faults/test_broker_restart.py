@@ -52,6 +52,7 @@ from schemas.topics import FACES, FRAMES, VERDICTS, Topic
 from stream_processors.vision.mtcnn import MtcnnDetector
 from tests.faults.conftest import frames_of, one_verdict_each, publish
 from tests.stack_env import exported_stack
+from tests.topic_reader import read_topic
 
 pytestmark = pytest.mark.faults
 
@@ -258,17 +259,16 @@ def test_acknowledged_records_survive_broker_crashes(durable_stack: LocalStack) 
     assert not thread.is_alive(), "the producer did not finish"
     # tansu's S3 engine answers a fetch held only 20 ms (the services' setting) with a record
     # or two: read back with Kafka's default wait.
-    consumer = make_consumer(KafkaSettings(), None, fetch_max_wait_ms=500)
-    partition = TopicPartition(topic, 0)
-    consumer.assign([partition])
-    consumer.seek_to_beginning(partition)
-    in_log: dict[str, list[int]] = {}
-    deadline = time.monotonic() + 60
-    while not set(acked) <= set(in_log) and time.monotonic() < deadline:
-        for records in consumer.poll(timeout_ms=500).values():
-            for record in records:
-                in_log.setdefault(record.value.decode(), []).append(record.offset)
-    consumer.close()
+    in_log = set(
+        read_topic(
+            topic,
+            1,
+            lambda record: record.value.decode(),
+            lambda values: set(acked) <= set(values),
+            60,
+            fetch_max_wait_ms=500,
+        )
+    )
     assert len(acked) > 100, f"too few records acknowledged to say anything: {len(acked)}"
     assert not failed, f"sends failed outright: {failed[:5]}"
     lost = {value: offset for value, offset in acked.items() if value not in in_log}

@@ -42,6 +42,7 @@ from stream_processors.drift.reference import reference_key
 from stream_processors.drift.service import SERVICE, build_service
 from stream_processors.drift.settings import DriftSettings
 from stream_processors.drift.thresholds import retraining_reasons
+from tests.topic_reader import read_topic
 from trainer.calibration import load_calibration
 from trainer.evaluation.degradations import darken
 
@@ -63,22 +64,7 @@ def _read_all(
     timeout_s: float,
 ) -> list[T]:
     """Records of ``topic`` (from its beginning) for which ``match`` returns a message."""
-    consumer = make_consumer(KafkaSettings(), group_id=None)
-    found: list[T] = []
-    try:
-        assigned = [TopicPartition(topic, p) for p in range(partitions)]
-        consumer.assign(assigned)
-        consumer.seek_to_beginning(*assigned)
-        deadline = time.monotonic() + timeout_s
-        while len(found) < wanted and time.monotonic() < deadline:
-            for records in consumer.poll(timeout_ms=300).values():
-                for record in records:
-                    item = match(record)
-                    if item is not None:
-                        found.append(item)
-    finally:
-        consumer.close()
-    return found
+    return read_topic(topic, partitions, match, lambda found: len(found) >= wanted, timeout_s)
 
 
 def _value(name: str, **labels: str) -> float | None:

@@ -11,6 +11,7 @@ import uuid
 import pytest
 from kafka import TopicPartition
 from kafka.admin import NewTopic
+from kafka.consumer.fetcher import ConsumerRecord
 
 from console.feedback_consumer import SERVICE, FeedbackSink, run_consumer
 from console.settings import ConsoleSettings
@@ -22,27 +23,19 @@ from facegate.stack import LocalStack
 from schemas.codec import decode
 from schemas.messages import DeadLetter
 from schemas.topics import FRAMES_DLQ
+from tests.topic_reader import read_topic
 
 pytestmark = pytest.mark.integration
 GARBAGE = b"\x00 not a feedback message"
 
 
 def _letter(key: bytes, timeout_s: float) -> DeadLetter | None:
-    consumer = make_consumer(KafkaSettings(), group_id=None)
-    try:
-        partitions = [TopicPartition(FRAMES_DLQ.name, p) for p in range(FRAMES_DLQ.partitions)]
-        consumer.assign(partitions)
-        consumer.seek_to_beginning(*partitions)
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            for records in consumer.poll(timeout_ms=300).values():
-                for record in records:
-                    letter = decode(record.value, DeadLetter)
-                    if letter.service == SERVICE and letter.key == key:
-                        return letter
-    finally:
-        consumer.close()
-    return None
+    def ours(record: ConsumerRecord) -> DeadLetter | None:
+        letter = decode(record.value, DeadLetter)
+        return letter if letter.service == SERVICE and letter.key == key else None
+
+    found = read_topic(FRAMES_DLQ.name, FRAMES_DLQ.partitions, ours, bool, timeout_s)
+    return found[0] if found else None
 
 
 def _committed(group: str, partition: TopicPartition) -> int | None:

@@ -9,9 +9,9 @@ import uuid
 
 import numpy as np
 import pytest
-from kafka import TopicPartition
+from kafka.consumer.fetcher import ConsumerRecord
 
-from facegate.kafka_clients import make_consumer, make_producer
+from facegate.kafka_clients import make_producer
 from facegate.redis_client import make_redis
 from facegate.settings import KafkaSettings, RedisSettings
 from facegate.stack import LocalStack
@@ -21,28 +21,25 @@ from inference_worker.template_crypto import KeyRing, TemplateCipher, new_key
 from schemas.codec import decode, encode
 from schemas.messages import DeadLetter, Enrollment, now
 from schemas.topics import ENROLLMENTS, FRAMES_DLQ
+from tests.topic_reader import read_topic
 
 pytestmark = pytest.mark.integration
 DIM = 8
 
 
 def _letters(keys: set[bytes], timeout_s: float) -> dict[bytes, DeadLetter]:
-    consumer = make_consumer(KafkaSettings(), group_id=None)
-    found: dict[bytes, DeadLetter] = {}
-    try:
-        assigned = [TopicPartition(FRAMES_DLQ.name, p) for p in range(FRAMES_DLQ.partitions)]
-        consumer.assign(assigned)
-        consumer.seek_to_beginning(*assigned)
-        deadline = time.monotonic() + timeout_s
-        while set(found) != keys and time.monotonic() < deadline:
-            for records in consumer.poll(timeout_ms=300).values():
-                for record in records:
-                    letter = decode(record.value, DeadLetter)
-                    if letter.service == SERVICE and letter.key in keys:
-                        found[letter.key] = letter
-    finally:
-        consumer.close()
-    return found
+    def ours(record: ConsumerRecord) -> DeadLetter | None:
+        letter = decode(record.value, DeadLetter)
+        return letter if letter.service == SERVICE and letter.key in keys else None
+
+    found = read_topic(
+        FRAMES_DLQ.name,
+        FRAMES_DLQ.partitions,
+        ours,
+        lambda letters: {letter.key for letter in letters} == keys,
+        timeout_s,
+    )
+    return {letter.key: letter for letter in found if letter.key is not None}
 
 
 def _event(student: str, version: str) -> bytes:

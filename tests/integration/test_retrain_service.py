@@ -9,18 +9,18 @@ is exercised end to end by the loop test (tests/e2e/test_training_loop.py).
 from __future__ import annotations
 
 import threading
-import time
 import uuid
 
 import pytest
-from kafka import TopicPartition
+from kafka.consumer.fetcher import ConsumerRecord
 
-from facegate.kafka_clients import make_consumer, make_producer
+from facegate.kafka_clients import make_producer
 from facegate.settings import KafkaSettings
 from facegate.stack import LocalStack
 from schemas.codec import decode, encode
 from schemas.messages import DeadLetter, DriftReport, now
 from schemas.topics import DRIFT, FRAMES_DLQ
+from tests.topic_reader import read_topic
 from trainer.retrain_service import SERVICE, RetrainService
 from trainer.retraining import RetrainOutcome, RetrainSettings
 
@@ -28,20 +28,11 @@ pytestmark = pytest.mark.integration
 
 
 def _dead_letters(payload: bytes, timeout_s: float) -> list[DeadLetter]:
-    consumer = make_consumer(KafkaSettings(), group_id=None)
-    found: list[DeadLetter] = []
-    try:
-        assigned = [TopicPartition(FRAMES_DLQ.name, p) for p in range(FRAMES_DLQ.partitions)]
-        consumer.assign(assigned)
-        consumer.seek_to_beginning(*assigned)
-        deadline = time.monotonic() + timeout_s
-        while not found and time.monotonic() < deadline:
-            for records in consumer.poll(timeout_ms=300).values():
-                letters = (decode(r.value, DeadLetter) for r in records)
-                found += [d for d in letters if d.service == SERVICE and d.payload == payload]
-    finally:
-        consumer.close()
-    return found
+    def ours(record: ConsumerRecord) -> DeadLetter | None:
+        letter = decode(record.value, DeadLetter)
+        return letter if letter.service == SERVICE and letter.payload == payload else None
+
+    return read_topic(FRAMES_DLQ.name, FRAMES_DLQ.partitions, ours, bool, timeout_s)
 
 
 def test_a_drift_report_starts_a_run_and_garbage_is_dead_lettered(
