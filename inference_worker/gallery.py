@@ -25,6 +25,7 @@ import numpy as np
 import numpy.typing as npt
 import redis
 
+from facegate.errors import FacegateError
 from inference_worker.gallery_scan import Int8Scan
 from inference_worker.template_crypto import TemplateCipher, default_cipher
 
@@ -132,10 +133,21 @@ class GalleryStore:
         return sorted(m.decode() if isinstance(m, bytes) else str(m) for m in members)
 
     def load_all(self) -> dict[str, Vector]:
-        """Every student's templates (read in batches through a pipeline)."""
+        """Every student's templates; raises on the first one that cannot be opened."""
+        load = self.load_readable()
+        for student, error in load.unreadable.items():
+            raise FacegateError(f"templates of {student!r}: {error}")
+        return load.templates
+
+    def load_readable(self) -> GalleryLoad:
+        """Every student's templates that open, and why each of the others does not.
+
+        One tampered or foreign-key template must not keep a worker from serving everybody
+        else: it is reported (see :class:`GalleryLoad`) and its student is left out.
+        """
         students = self.students()
         self.cipher.refresh()
-        result: dict[str, Vector] = {}
+        load = GalleryLoad({}, {})
         for start in range(0, len(students), 1000):
             chunk = students[start : start + 1000]
             pipe = self.client.pipeline(transaction=False)
@@ -143,9 +155,23 @@ class GalleryStore:
                 pipe.get(self.template_key(student))
             dim = int(self.client.get(_key(self.version, "dim")) or 0)
             for student, raw in zip(chunk, pipe.execute(), strict=True):
-                if raw is not None:
-                    result[student] = self._decode(student, raw, dim)
-        return result
+                if raw is None:
+                    continue
+                try:
+                    load.templates[student] = self._decode(student, raw, dim)
+                except (FacegateError, ValueError) as error:
+                    # ValueError: a plaintext value whose length is not a whole template.
+                    load.unreadable[student] = str(error)
+        return load
+
+
+@dataclass(frozen=True)
+class GalleryLoad:
+    """What :meth:`GalleryStore.load_readable` found: the templates, and per student that
+    could not be read, the reason (no key, unknown key id, failed authentication...)."""
+
+    templates: dict[str, Vector]
+    unreadable: dict[str, str]
 
 
 @dataclass(frozen=True)

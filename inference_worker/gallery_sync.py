@@ -15,6 +15,7 @@ from facegate.kafka_clients import make_consumer
 from facegate.metrics import DEAD_LETTERS
 from facegate.settings import KafkaSettings
 from inference_worker.gallery import GalleryIndex, GalleryStore
+from inference_worker.metrics import UNREADABLE_TEMPLATES
 from schemas.codec import SchemaError, decode
 from schemas.messages import Enrollment
 from schemas.topics import ENROLLMENTS
@@ -24,6 +25,8 @@ SERVICE = "gallery-sync"
 # Backoff while Redis is unreachable: first wait, longest wait.
 RETRY_FIRST_S = 0.5
 RETRY_MAX_S = 10.0
+# Unreadable templates named one by one in the start-up log; the rest are counted.
+MAX_UNREADABLE_LOGGED = 20
 
 
 class GallerySync:
@@ -49,10 +52,34 @@ class GallerySync:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._follow, name="gallery-sync", daemon=True)
         self.applied = 0
+        # Students whose templates could not be read when the gallery was loaded.
+        self.unreadable_at_start: list[str] = []
 
     def start(self) -> GallerySync:
-        self.index.replace_all(self.store.load_all())
-        log.info("gallery %s: %d students", self.store.version, len(self.index))
+        load = self.store.load_readable()
+        version = self.store.version
+        if load.unreadable and not load.templates:
+            # Not one template opens: the key configuration is wrong, not the data.
+            student, reason = next(iter(load.unreadable.items()))
+            raise FacegateError(
+                f"gallery {version}: none of the {len(load.unreadable)} students' templates "
+                f"can be read (first, {student!r}: {reason}); check FACEGATE_GALLERY_KEY_FILE"
+            )
+        for shown, (student, reason) in enumerate(sorted(load.unreadable.items())):
+            if shown == MAX_UNREADABLE_LOGGED:
+                log.error("gallery %s: ... and %d more", version, len(load.unreadable) - shown)
+                break
+            log.error(
+                "gallery %s: templates of %r cannot be read and are left out (%s); the "
+                "student's frames go to review as unknown until they are enrolled again",
+                version,
+                student,
+                reason,
+            )
+        UNREADABLE_TEMPLATES.labels(version).set(len(load.unreadable))
+        self.unreadable_at_start = sorted(load.unreadable)
+        self.index.replace_all(load.templates)
+        log.info("gallery %s: %d students", version, len(self.index))
         self._thread.start()
         return self
 

@@ -20,6 +20,7 @@ __all__ = [
     "GATE_VERDICTS",
     "MODEL_INFO",
     "STAGE_SECONDS",
+    "UNREADABLE_TEMPLATES",
     "VERDICTS",
     "VERDICT_LATENCY",
     "VERDICT_SCORE",
@@ -79,6 +80,12 @@ VERDICT_LATENCY = Histogram(
 GALLERY_STUDENTS = Gauge(
     "facegate_gallery_students",
     "Students in the worker's in-memory gallery for the model version it serves.",
+    ["model_version"],
+)
+UNREADABLE_TEMPLATES = Gauge(
+    "facegate_gallery_unreadable_templates",
+    "Students left out of the worker's gallery at start because their templates could not be "
+    "read (tampered, or sealed with a key the worker does not have); see the worker's log.",
     ["model_version"],
 )
 MODEL_INFO = Gauge(

@@ -1,6 +1,7 @@
 """A worker's gallery sync on the real broker and Redis: an unreadable enrolment event and a
 template sealed with a key the worker does not have both go to the dead-letter topic with
-their reason, and the sync goes on to apply the next event."""
+their reason, and the sync goes on to apply the next event; at start, a template that does not
+open leaves out its student, not the whole gallery."""
 
 from __future__ import annotations
 
@@ -11,12 +12,14 @@ import numpy as np
 import pytest
 from kafka.consumer.fetcher import ConsumerRecord
 
+from facegate.errors import FacegateError
 from facegate.kafka_clients import make_producer
 from facegate.redis_client import make_redis
 from facegate.settings import KafkaSettings, RedisSettings
 from facegate.stack import LocalStack
 from inference_worker.gallery import GalleryIndex, GalleryStore
 from inference_worker.gallery_sync import SERVICE, GallerySync
+from inference_worker.metrics import UNREADABLE_TEMPLATES
 from inference_worker.template_crypto import KeyRing, TemplateCipher, new_key
 from schemas.codec import decode, encode
 from schemas.messages import DeadLetter, Enrollment, now
@@ -66,13 +69,15 @@ def test_unreadable_events_and_templates_are_dead_lettered_and_sync_goes_on(
     sync.start()
     try:
         # Written after the worker started, by someone holding another key.
-        GalleryStore(client, version, foreign).put(sealed_elsewhere, rng.normal(size=(1, DIM)))
+        GalleryStore(client, version, foreign).put(
+            sealed_elsewhere, rng.normal(size=(1, DIM)).astype(np.float32)
+        )
         garbage_key = f"garbage-{uuid.uuid4().hex[:6]}".encode()
         producer.send(ENROLLMENTS.name, key=garbage_key, value=b"\x00 not an event").get(30)
         producer.send(
             ENROLLMENTS.name, key=sealed_elsewhere.encode(), value=_event(sealed_elsewhere, version)
         ).get(30)
-        GalleryStore(client, version, mine).put(good, rng.normal(size=(1, DIM)))
+        GalleryStore(client, version, mine).put(good, rng.normal(size=(1, DIM)).astype(np.float32))
         producer.send(ENROLLMENTS.name, key=good.encode(), value=_event(good, version)).get(30)
         letters = _letters({garbage_key, sealed_elsewhere.encode()}, timeout_s=30)
         deadline = time.monotonic() + 30
@@ -86,4 +91,32 @@ def test_unreadable_events_and_templates_are_dead_lettered_and_sync_goes_on(
     assert letters[garbage_key].reason and letters[garbage_key].payload == b"\x00 not an event"
     students = set(sync.index.students())
     assert good in students and sealed_elsewhere not in students
+    client.close()
+
+
+def test_a_worker_starts_without_the_templates_it_cannot_read(local_stack: LocalStack) -> None:
+    version = f"start-{uuid.uuid4().hex[:8]}"
+    client = make_redis(RedisSettings())
+    mine = TemplateCipher(KeyRing([new_key("worker-key")]))
+    store = GalleryStore(client, version, mine)
+    rng = np.random.default_rng(1)
+    for student in ("alice", "bob", "carol"):
+        store.put(student, rng.normal(size=(2, DIM)).astype(np.float32))
+    # Bob's templates tampered with at rest: Alice's ciphertext copied over them.
+    client.copy(store.template_key("alice"), store.template_key("bob"), replace=True)
+    sync = GallerySync(store, GalleryIndex(DIM), KafkaSettings()).start()
+    try:
+        assert set(sync.index.students()) == {"alice", "carol"}
+        assert sync.unreadable_at_start == ["bob"]
+        assert UNREADABLE_TEMPLATES.labels(version)._value.get() == 1
+    finally:
+        sync.stop()
+    # A worker whose key opens none of them refuses to start, with the reason.
+    stranger = GalleryStore(client, version, TemplateCipher(KeyRing([new_key("stranger")])))
+    with pytest.raises(FacegateError, match="none of the 3 students' templates can be read"):
+        GallerySync(stranger, GalleryIndex(DIM), KafkaSettings()).start()
+    with pytest.raises(FacegateError, match=r"templates of 'bob'.*fails authentication"):
+        store.load_all()
+    for student in ("alice", "bob", "carol"):
+        store.remove(student)
     client.close()
