@@ -6,7 +6,8 @@ delivered twice (at-least-once delivery) writes the same field with the same val
 student's entry keeps their latest verdict and the time of their first accepted check-in.
 
 Each verdict is also appended, in the same atomic step, to the verdict audit stream
-(``facegate:audit:verdicts``, append-only like the main audit log of ``facegate.privacy.audit``):
+(``facegate:audit:verdicts``, append-only like the main audit log of ``facegate.privacy.audit``,
+but trimmed by ``facegate retention run`` after ``FACEGATE_RETENTION_VERDICT_AUDIT_DAYS``):
 once per frame, unless a verdict for an older frame is redelivered after a newer one (then it
 appears twice, with the same frame id).
 """

@@ -1,8 +1,13 @@
-"""``facegate retention run``: delete feedback samples and stored frames past their retention.
+"""``facegate retention run``: delete feedback samples, stored frames and verdict audit entries
+past their retention.
 
 Feedback samples (``feedback/date=YYYY-MM-DD/part-<version>/<id>.jpg|.json`` in the feedback
 bucket) are kept ``FACEGATE_RETENTION_FEEDBACK_DAYS`` days (180 by default), objects in the
-frames bucket ``FACEGATE_RETENTION_FRAMES_DAYS`` days (7; nothing writes frames today).
+frames bucket ``FACEGATE_RETENTION_FRAMES_DAYS`` days (7; nothing writes frames today), entries
+of the verdict audit stream (``facegate:audit:verdicts``: one per verdict, with the student id
+and score) ``FACEGATE_RETENTION_VERDICT_AUDIT_DAYS`` days (365; 0 keeps them forever).  A stream
+entry's age is its id's timestamp, the Redis server's clock when the verdict was recorded.
+The main audit log (``facegate:audit``) is never trimmed.
 
 An object's age counts from when its data was collected: the day of its ``date=YYYY-MM-DD``
 path segment when the key has one (a sample rewritten by a redelivery keeps its day), else its
@@ -39,8 +44,11 @@ from facegate.settings import (
     RedisSettings,
     load_settings,
 )
+from stream_processors.attendance import VERDICT_AUDIT_STREAM
 
 DAY_S = 24 * 3600
+# Stream entries read per XRANGE call when a dry run counts what would be trimmed.
+STREAM_PAGE = 10_000
 FEEDBACK_PREFIX = "feedback/"
 _PARTITION = re.compile(r"^date=(\d{4}-\d{2}-\d{2})$")
 
@@ -52,6 +60,7 @@ class RetentionSettings(BaseServiceSettings):
 
     feedback_days: int = Field(default=180, ge=1)
     frames_days: int = Field(default=7, ge=1)
+    verdict_audit_days: int = Field(default=365, ge=0)
 
     redis: RedisSettings = Field(default_factory=lambda: load_settings(RedisSettings))
     s3: ObjectStoreSettings = Field(default_factory=lambda: load_settings(ObjectStoreSettings))
@@ -90,16 +99,18 @@ def is_expired(key: str, last_modified: datetime | None, now: datetime, days: in
 
 @dataclass
 class RetentionReport:
-    """What a retention run deleted (or, dry, would delete), per bucket."""
+    """What a retention run deleted (or, dry, would delete): object keys per bucket, and
+    entry counts per Redis stream (``trimmed``)."""
 
     now: str
     dry_run: bool
     days: dict[str, int]
     deleted: dict[str, list[str]] = field(default_factory=dict)
+    trimmed: dict[str, int] = field(default_factory=dict)
     kept: dict[str, int] = field(default_factory=dict)
 
     def counts(self) -> dict[str, int]:
-        return {kind: len(keys) for kind, keys in self.deleted.items()}
+        return {**{kind: len(keys) for kind, keys in self.deleted.items()}, **self.trimmed}
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -122,6 +133,34 @@ def _listing(store: Minio, bucket: str, prefix: str) -> Iterator[tuple[str, date
             raise
 
 
+def stream_entries_before(client: redis.Redis[bytes], stream: str, min_id: str) -> int:
+    """How many entries of ``stream`` have an id below ``min_id`` (read in pages)."""
+    count, start = 0, "-"
+    while True:
+        page = client.xrange(stream, start, f"({min_id}", count=STREAM_PAGE)
+        count += len(page)
+        if len(page) < STREAM_PAGE:
+            return count
+        last = page[-1][0]
+        start = "(" + (last.decode() if isinstance(last, bytes) else str(last))
+
+
+def trim_stream(
+    client: redis.Redis[bytes], stream: str, before: datetime, dry_run: bool
+) -> tuple[int, int]:
+    """Delete (or, dry, count) the entries of ``stream`` recorded before ``before``.
+
+    Returns (deleted, kept).  Exact ``XTRIM MINID``: an entry id starts with the server's clock
+    in milliseconds when it was added.
+    """
+    min_id = f"{int(before.timestamp() * 1000)}-0"
+    if dry_run:
+        deleted = stream_entries_before(client, stream, min_id)
+        return deleted, int(client.xlen(stream)) - deleted
+    deleted = int(client.xtrim(stream, minid=min_id, approximate=False))
+    return deleted, int(client.xlen(stream))
+
+
 def apply_retention(
     store: Minio,
     client: redis.Redis[bytes] | None,
@@ -129,10 +168,13 @@ def apply_retention(
     now: datetime | None = None,
     dry_run: bool = False,
     actor: str = "retention",
+    verdict_stream: str = VERDICT_AUDIT_STREAM,
 ) -> RetentionReport:
-    """Delete expired feedback samples and frames; audit the counts (unless dry or none).
+    """Delete expired feedback samples, frames and verdict audit entries; audit the counts
+    (unless dry or none).
 
-    ``client`` is the Redis of the audit log (None: no audit entry, for tools that only list).
+    ``client`` is the Redis of the audit log and the verdict stream (None: objects only, no
+    audit entry, for tools that only list).
     """
     now = now or datetime.now(UTC)
     s3 = settings.s3
@@ -143,7 +185,11 @@ def apply_retention(
     report = RetentionReport(
         now.isoformat(timespec="seconds"),
         dry_run,
-        {"feedback_samples": settings.feedback_days, "frames": settings.frames_days},
+        {
+            "feedback_samples": settings.feedback_days,
+            "frames": settings.frames_days,
+            "verdict_audit": settings.verdict_audit_days,
+        },
     )
     for kind, (bucket, prefix, days) in scopes.items():
         expired, kept = [], 0
@@ -157,6 +203,11 @@ def apply_retention(
                 store.remove_object(bucket, key)
         report.deleted[kind] = expired
         report.kept[kind] = kept
+    if client is not None and settings.verdict_audit_days > 0:
+        before = now - timedelta(days=settings.verdict_audit_days)
+        trimmed, kept = trim_stream(client, verdict_stream, before, dry_run)
+        report.trimmed["verdict_audit"] = trimmed
+        report.kept["verdict_audit"] = kept
     if client is not None and not dry_run and any(report.counts().values()):
         details = {"deleted": report.counts(), "kept": report.kept, "days": report.days}
         AuditLog(client).append("retention", "", actor, details, at=time.time())
@@ -165,7 +216,8 @@ def apply_retention(
 
 @click.group("retention")
 def retention_command() -> None:
-    """Retention of personal data: delete feedback samples and frames past their period."""
+    """Retention of personal data: delete feedback samples, frames and verdict audit entries
+    past their period."""
 
 
 @retention_command.command("run")
@@ -178,7 +230,8 @@ def retention_command() -> None:
 )
 def run_retention(dry_run: bool, json_path: Path | None) -> None:
     """Delete feedback samples older than FACEGATE_RETENTION_FEEDBACK_DAYS (180) and frames
-    older than FACEGATE_RETENTION_FRAMES_DAYS (7), by partition day or last-modified time.
+    older than FACEGATE_RETENTION_FRAMES_DAYS (7), by partition day or last-modified time, and
+    verdict audit entries older than FACEGATE_RETENTION_VERDICT_AUDIT_DAYS (365; 0: never).
 
     Safe to run again (a cron job or a Kubernetes CronJob, daily); each run that deletes
     writes its counts to the audit log.
@@ -200,9 +253,12 @@ def run_retention(dry_run: bool, json_path: Path | None) -> None:
         client.close()
     verb = "would delete" if dry_run else "deleted"
     for kind, count in report.counts().items():
+        unit = "entries" if kind in report.trimmed else "object(s)"
         click.echo(
-            f"{kind}: {verb} {count} object(s) older than {report.days[kind]} day(s); "
+            f"{kind}: {verb} {count} {unit} older than {report.days[kind]} day(s); "
             f"{report.kept[kind]} kept"
         )
+    if "verdict_audit" not in report.trimmed:
+        click.echo("verdict_audit: kept forever (FACEGATE_RETENTION_VERDICT_AUDIT_DAYS=0)")
     if json_path:
         json_path.write_text(json.dumps(report.as_dict(), indent=2))

@@ -182,6 +182,7 @@ def test_retention_runs_daily_with_its_periods_and_can_be_turned_off() -> None:
             "schedule": "5 4 * * *",
             "feedbackDays": 30,
             "framesDays": 2,
+            "verdictAuditDays": 90,
         },
     }
     (job,) = _by_kind(checks.render_chart(checks.CHART_DIR, values), "CronJob")
@@ -191,6 +192,7 @@ def test_retention_runs_daily_with_its_periods_and_can_be_turned_off() -> None:
     env = {e["name"]: e["value"] for e in container["env"]}
     assert env["FACEGATE_RETENTION_FEEDBACK_DAYS"] == "30"
     assert env["FACEGATE_RETENTION_FRAMES_DAYS"] == "2"
+    assert env["FACEGATE_RETENTION_VERDICT_AUDIT_DAYS"] == "90"
     off = {**EVERYTHING_ON, "retention": {**values["retention"], "enabled": False}}
     assert _by_kind(checks.render_chart(checks.CHART_DIR, off), "CronJob") == []
 

@@ -28,7 +28,12 @@ from facegate.object_store import get_bytes, make_object_store, put_bytes
 from facegate.pipeline import ensure_champion
 from facegate.privacy.audit import AuditLog, read_audit
 from facegate.privacy.forget import forget_command, forget_students
-from facegate.privacy.retention import RetentionSettings, apply_retention, retention_command
+from facegate.privacy.retention import (
+    DAY_S,
+    RetentionSettings,
+    apply_retention,
+    retention_command,
+)
 from facegate.redis_client import make_redis
 from facegate.settings import (
     KafkaSettings,
@@ -312,7 +317,9 @@ def test_the_console_audit_page_lists_privacy_entries(stores: Stores) -> None:
     assert f"<td>{subject}</td>" in html and "<td>forget</td>" in html
 
 
-def test_retention_deletes_only_expired_objects(stores: Stores) -> None:
+def test_retention_deletes_only_expired_objects(
+    stores: Stores, monkeypatch: pytest.MonkeyPatch
+) -> None:
     bucket, frames = stores.s3.bucket_feedback, stores.s3.bucket_frames
     today = datetime.now(UTC).date()
     old_day = today - timedelta(days=200)
@@ -329,11 +336,23 @@ def test_retention_deletes_only_expired_objects(stores: Stores) -> None:
     for key in (old_frame, new_frame, unpartitioned_frame):
         put_bytes(stores.store, frames, key, b"\xff\xd8jpeg", "image/jpeg")
     settings = load_settings(RetentionSettings, feedback_days=180, frames_days=7)
+    # A verdict stream of the test's own (entry ids carry their time, and a stream only
+    # accepts ids above its last one): 3 entries from 400 days ago, 2 from today.
+    stream = f"facegate:test:verdicts:{mine}"
+    now_ms = int(time.time() * 1000)
+    old_ms = now_ms - 400 * DAY_S * 1000
+    for i, at_ms in enumerate([old_ms, old_ms + 1, old_ms + 2, now_ms - 5, now_ms - 4]):
+        stores.client.xadd(stream, {"entry": f"verdict {i}"}, id=f"{at_ms}-0")
 
-    dry = apply_retention(stores.store, stores.client, settings, dry_run=True)
+    monkeypatch.setattr("facegate.privacy.retention.STREAM_PAGE", 2)  # count across pages
+    dry = apply_retention(
+        stores.store, stores.client, settings, dry_run=True, verdict_stream=stream
+    )
     assert set(old_samples) <= set(dry.deleted["feedback_samples"])
     assert old_frame in dry.deleted["frames"]
     assert all(get_bytes(stores.store, bucket, key) for key in old_samples)
+    assert (dry.trimmed["verdict_audit"], dry.kept["verdict_audit"]) == (3, 2)
+    assert stores.client.xlen(stream) == 5
 
     before = len(read_audit(stores.client, count=1000))
     runner = CliRunner().invoke(retention_command, ["run"])
@@ -353,6 +372,20 @@ def test_retention_deletes_only_expired_objects(stores: Stores) -> None:
 
     # Idempotent: a second run finds nothing more to delete and audits nothing.
     second = apply_retention(stores.store, stores.client, settings)
-    assert second.counts() == {"feedback_samples": 0, "frames": 0}
+    assert second.counts() == {"feedback_samples": 0, "frames": 0, "verdict_audit": 0}
     assert len(read_audit(stores.client, count=1000)) == before + 1
     assert all(get_bytes(stores.store, bucket, key) for key in new_samples)
+
+    # The verdict stream: only the entries older than 365 days go.
+    trimmed = apply_retention(stores.store, stores.client, settings, verdict_stream=stream)
+    assert (trimmed.trimmed["verdict_audit"], trimmed.kept["verdict_audit"]) == (3, 2)
+    assert [fields[b"entry"] for _, fields in stores.client.xrange(stream)] == [
+        b"verdict 3",
+        b"verdict 4",
+    ]
+    forever = load_settings(RetentionSettings, verdict_audit_days=0)
+    assert (
+        "verdict_audit"
+        not in apply_retention(stores.store, stores.client, forever, verdict_stream=stream).counts()
+    )
+    stores.client.delete(stream)
