@@ -16,13 +16,13 @@ from schemas.topics import FRAMES_DLQ
 log = logging.getLogger(__name__)
 
 
-def send_dead_letter(
-    producer: KafkaProducer, record: ConsumerRecord, error: SchemaError, service: str
-) -> Any:
-    """Log and count the unreadable ``record``, and send it to ``frames.dlq``; return the
-    send's future (wait on it before committing the record's offset)."""
+def dead_letter_record(
+    record: ConsumerRecord, error: SchemaError, service: str
+) -> tuple[bytes | None, bytes]:
+    """Log and count ``record`` as a dead letter; return the ``(key, value)`` to send to
+    ``frames.dlq``: the record whole, with the reason (for senders that batch their sends)."""
     log.warning(
-        "unreadable record %s[%d]@%d: %s", record.topic, record.partition, record.offset, error
+        "dead letter from %s[%d]@%d: %s", record.topic, record.partition, record.offset, error
     )
     DEAD_LETTERS.labels(service, error.reason).inc()
     letter = DeadLetter(
@@ -36,4 +36,13 @@ def send_dead_letter(
         failed_at=now(),
         payload=record.value,
     )
-    return producer.send(FRAMES_DLQ.name, key=record.key, value=encode(letter))
+    return record.key, encode(letter)
+
+
+def send_dead_letter(
+    producer: KafkaProducer, record: ConsumerRecord, error: SchemaError, service: str
+) -> Any:
+    """Send ``record`` to ``frames.dlq`` as :func:`dead_letter_record` makes it; return the
+    send's future (wait on it before committing the record's offset)."""
+    key, value = dead_letter_record(record, error, service)
+    return producer.send(FRAMES_DLQ.name, key=key, value=value)

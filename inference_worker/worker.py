@@ -24,16 +24,16 @@ import numpy.typing as npt
 from kafka import KafkaConsumer, KafkaProducer
 from kafka.consumer.fetcher import ConsumerRecord
 
+from facegate.dead_letters import dead_letter_record
 from facegate.kafka_clients import commit_processed, send_acknowledged
-from facegate.metrics import DEAD_LETTERS
 from inference_worker.decision import decide
 from inference_worker.gallery import Candidate
 from inference_worker.metrics import BATCH_SIZE, STAGE_SECONDS, KafkaLag, record_verdict
 from inference_worker.rollout import Arm, ServingSet
 from inference_worker.sketch import sketch
 from schemas.codec import SchemaError, decode, encode
-from schemas.messages import DeadLetter, Face, Match, Verdict, now
-from schemas.topics import FACES, FRAMES_DLQ, VERDICTS
+from schemas.messages import Face, Match, Verdict, now
+from schemas.topics import FRAMES_DLQ, VERDICTS
 
 log = logging.getLogger(__name__)
 SERVICE = "inference-worker"
@@ -163,11 +163,13 @@ class InferenceWorker:
         serving = self.serving()
         faces: list[tuple[Face, Arm]] = []
         crops: dict[str, tuple[Arm, npt.NDArray[np.uint8]]] = {}
+        # Records that cannot be decided, for the dead-letter topic (acknowledged like verdicts).
+        letters: list[tuple[bytes | None, bytes]] = []
         for record in batch.records:
             try:
                 face = decode(record.value, Face)
             except SchemaError as error:
-                self._dead_letter(record, error.reason, error.detail)
+                letters.append(dead_letter_record(record, error, SERVICE))
                 continue
             face = self._shed_if_stale(face)
             arm, crop = self._route(serving, face)
@@ -175,9 +177,10 @@ class InferenceWorker:
                 if crop is None:
                     # The stream processor aligned this face for other models only: a
                     # deployment mismatch, kept whole in the dead-letter topic, not guessed at.
-                    self._dead_letter(
-                        record, "missing_template_crop", f"no crop for {arm.model.template_name}"
+                    missing = SchemaError(
+                        "missing_template_crop", f"no crop for {arm.model.template_name}"
                     )
+                    letters.append(dead_letter_record(record, missing, SERVICE))
                     continue
                 crops[face.frame_id] = (arm, crop)
             faces.append((face, arm))
@@ -208,6 +211,8 @@ class InferenceWorker:
         records = [(v.exam_id.encode(), encode(v)) for v in verdicts]
         if not send_acknowledged(self.producer, VERDICTS.name, records, self.stopping):
             return  # stopping during a broker outage: uncommitted, redelivered after restart
+        if not send_acknowledged(self.producer, FRAMES_DLQ.name, letters, self.stopping):
+            return
         for verdict in verdicts:
             record_verdict(verdict)
         # Every verdict is acknowledged by the broker: only now may the offsets move on.
@@ -295,19 +300,3 @@ class InferenceWorker:
             model_alias=arm.alias,
             embedding_sketch=sketch_row,
         )
-
-    def _dead_letter(self, record: ConsumerRecord, reason: str, detail: str) -> None:
-        letter = DeadLetter(
-            source_topic=FACES.name,
-            partition=record.partition,
-            offset=record.offset,
-            key=record.key,
-            reason=reason,
-            detail=detail,
-            service=SERVICE,
-            failed_at=now(),
-            payload=record.value,
-        )
-        self.producer.send(FRAMES_DLQ.name, key=record.key, value=encode(letter)).get(timeout=30)
-        DEAD_LETTERS.labels(SERVICE, reason).inc()
-        log.warning("dead letter %s: %s", reason, detail)

@@ -8,10 +8,14 @@ import cv2
 import numpy as np
 import pytest
 
+from facegate.kafka_clients import make_producer
+from facegate.settings import KafkaSettings
+from inference_worker.worker import SERVICE as WORKER_SERVICE
 from producers.publisher import FramePublisher
 from producers.settings import ProducerSettings
 from schemas.codec import encode_version
 from schemas.messages import Frame, new_id, now
+from schemas.topics import FACES
 from tests.e2e.conftest import RunningPipeline
 
 pytestmark = pytest.mark.e2e
@@ -102,3 +106,24 @@ def test_newer_schema_version_is_dead_lettered(pipeline: RunningPipeline) -> Non
             return
         time.sleep(0.2)
     pytest.fail("no dead letter for a frame of a newer schema version")
+
+
+def test_an_unreadable_face_record_is_dead_lettered_by_the_worker(
+    pipeline: RunningPipeline,
+) -> None:
+    raw = b"\x00 not a face record " + new_id().encode()
+    producer = make_producer(KafkaSettings())
+    try:
+        producer.send(FACES.name, key=b"gate-e2e", value=raw).get(timeout=30)
+    finally:
+        producer.close()
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        found = [d for d in pipeline.collector.dead_letters if d.payload == raw]
+        if found:
+            assert found[0].service == WORKER_SERVICE
+            assert found[0].source_topic == FACES.name
+            assert found[0].reason  # why it could not be read
+            return
+        time.sleep(0.2)
+    pytest.fail("the worker sent no dead letter for an unreadable face record")
