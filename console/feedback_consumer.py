@@ -25,10 +25,11 @@ from console.metrics import (
     RETRIES_PER_STUDENT,
     SAMPLES,
 )
-from facegate.dead_letters import send_dead_letter
-from facegate.kafka_clients import commit_processed
+from facegate.dead_letters import dead_letter_record
+from facegate.kafka_clients import commit_processed, send_acknowledged
 from schemas.codec import SchemaError, decode
 from schemas.messages import Feedback
+from schemas.topics import FRAMES_DLQ
 
 log = logging.getLogger(__name__)
 SERVICE = "feedback-consumer"
@@ -161,18 +162,18 @@ def run_consumer(
     """
     while not stop.is_set():
         batches = consumer.poll(timeout_ms=500)
-        letters = []
+        letters: list[tuple[bytes | None, bytes]] = []
         for records in batches.values():
             for record in records:
                 try:
                     feedback = decode(record.value, Feedback)
                 except SchemaError as error:
-                    letters.append(send_dead_letter(producer, record, error, SERVICE))
+                    letters.append(dead_letter_record(record, error, SERVICE))
                     continue
                 if not handle_with_retry(sink, feedback, stop):
                     return  # stopping mid-batch: uncommitted, so redelivered to the next run
-        for letter in letters:
-            letter.get(timeout=30)
+        if not send_acknowledged(producer, FRAMES_DLQ.name, letters, stop):
+            return  # stopping during a broker outage: uncommitted, redelivered
         if batches:
             # If a long outage outlasted max_poll_interval_ms and the group moved on, the batch
             # is redelivered after the rejoin and rewrites the same objects.

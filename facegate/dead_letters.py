@@ -1,17 +1,19 @@
-"""Sending a record that cannot be processed to the dead-letter topic, whole, with the reason."""
+"""A record that cannot be processed, made into a dead letter: the record whole, with the reason.
+
+Services send the letters of a batch with ``facegate.kafka_clients.send_acknowledged`` to
+``frames.dlq`` before committing the batch's offsets, so a broker outage delays them and loses
+none.
+"""
 
 from __future__ import annotations
 
 import logging
-from typing import Any
 
-from kafka import KafkaProducer
 from kafka.consumer.fetcher import ConsumerRecord
 
 from facegate.metrics import DEAD_LETTERS
 from schemas.codec import SchemaError, encode
 from schemas.messages import DeadLetter, now
-from schemas.topics import FRAMES_DLQ
 
 log = logging.getLogger(__name__)
 
@@ -37,12 +39,3 @@ def dead_letter_record(
         payload=record.value,
     )
     return record.key, encode(letter)
-
-
-def send_dead_letter(
-    producer: KafkaProducer, record: ConsumerRecord, error: SchemaError, service: str
-) -> Any:
-    """Send ``record`` to ``frames.dlq`` as :func:`dead_letter_record` makes it; return the
-    send's future (wait on it before committing the record's offset)."""
-    key, value = dead_letter_record(record, error, service)
-    return producer.send(FRAMES_DLQ.name, key=key, value=value)

@@ -9,16 +9,15 @@ import redis
 from kafka import KafkaProducer, TopicPartition
 from kafka.consumer.fetcher import ConsumerRecord
 
-from facegate.dead_letters import send_dead_letter
+from facegate.dead_letters import dead_letter_record
 from facegate.errors import FacegateError
-from facegate.kafka_clients import make_consumer
-from facegate.metrics import DEAD_LETTERS
+from facegate.kafka_clients import make_consumer, send_acknowledged
 from facegate.settings import KafkaSettings
 from inference_worker.gallery import GalleryIndex, GalleryStore
 from inference_worker.metrics import UNREADABLE_TEMPLATES
 from schemas.codec import SchemaError, decode
 from schemas.messages import Enrollment
-from schemas.topics import ENROLLMENTS
+from schemas.topics import ENROLLMENTS, FRAMES_DLQ
 
 log = logging.getLogger(__name__)
 SERVICE = "gallery-sync"
@@ -150,8 +149,8 @@ class GallerySync:
                 delay = min(delay * 2, RETRY_MAX_S)
 
     def _dead_letter(self, record: ConsumerRecord, error: SchemaError) -> None:
-        if self.producer is None:
-            log.warning("enrollment event not applied: %s", error)
-            DEAD_LETTERS.labels(SERVICE, error.reason).inc()
-            return
-        send_dead_letter(self.producer, record, error, SERVICE).get(timeout=30)
+        letter = dead_letter_record(record, error, SERVICE)  # logged and counted here
+        if self.producer is not None:
+            # Waits out a broker outage instead of ending the thread (this consumer commits
+            # nothing: the topic is read from its beginning at every start).
+            send_acknowledged(self.producer, FRAMES_DLQ.name, [letter], self._stop)

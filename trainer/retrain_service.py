@@ -16,12 +16,12 @@ from dataclasses import dataclass
 
 from prometheus_client import Counter, Gauge
 
-from facegate.dead_letters import send_dead_letter
-from facegate.kafka_clients import commit_processed, make_consumer, make_producer
+from facegate.dead_letters import dead_letter_record
+from facegate.kafka_clients import commit_processed, make_consumer, make_producer, send_acknowledged
 from inference_worker.gallery_backfill import BACKFILL
 from schemas.codec import SchemaError, decode
 from schemas.messages import DriftReport, Enrollment
-from schemas.topics import DRIFT, ENROLLMENTS
+from schemas.topics import DRIFT, ENROLLMENTS, FRAMES_DLQ
 from stream_processors.drift.thresholds import retraining_reasons
 from trainer.retraining import Retrainer, RetrainOutcome, RetrainSettings
 
@@ -141,21 +141,21 @@ class RetrainService:
         try:
             while not self.stopping.is_set():
                 requests: list[Request] = []
-                letters = []
+                letters: list[tuple[bytes | None, bytes]] = []
                 for records in consumer.poll(timeout_ms=1000).values():
                     for record in records:
                         try:
                             request = self._handle(record.topic, record.value)
                         except SchemaError as error:
-                            letters.append(send_dead_letter(producer, record, error, SERVICE))
+                            letters.append(dead_letter_record(record, error, SERVICE))
                             continue
                         if request is not None:
                             requests.append(request)
                 clock = self.triggers.on_clock()
                 if clock is not None:
                     requests.append(clock)
-                for letter in letters:
-                    letter.get(timeout=30)
+                if not send_acknowledged(producer, FRAMES_DLQ.name, letters, self.stopping):
+                    break  # stopping during a broker outage: uncommitted, redelivered
                 # What was read is acted on now; a crash mid-run does not replay the trigger.
                 commit_processed(consumer, self.stopping)
                 if requests:

@@ -13,14 +13,19 @@ from __future__ import annotations
 
 import logging
 import threading
-from typing import Any
 
 from kafka import KafkaConsumer, KafkaProducer
 from kafka.consumer.fetcher import ConsumerRecord
 
-from facegate.dead_letters import send_dead_letter
+from facegate.dead_letters import dead_letter_record
 from facegate.heartbeat import Heartbeat
-from facegate.kafka_clients import commit_processed, ensure_topics, make_consumer, make_producer
+from facegate.kafka_clients import (
+    commit_processed,
+    ensure_topics,
+    make_consumer,
+    make_producer,
+    send_acknowledged,
+)
 from facegate.redis_client import make_redis
 from facegate.service_process import serve_metrics, stop_on_signals
 from schemas.codec import SchemaError, decode, encode
@@ -67,40 +72,43 @@ class DriftService:
         """One poll: handle its records, close old windows, publish, commit."""
         batches = self.consumer.poll(timeout_ms=POLL_TIMEOUT_MS)
         reports: list[DriftReport] = []
-        pending: list[Any] = []
+        letters: list[tuple[bytes | None, bytes]] = []
         count = 0
         for records in batches.values():
             for record in records:
                 count += 1
-                reports += self.handle(record, pending)
+                reports += self.handle(record, letters)
         reports += self.monitor.tick()
-        self._publish(reports, pending)
+        if not self._publish(reports, letters):
+            return  # stopping during a broker outage: uncommitted
         if count:
             # Every report and dead letter of these records is acknowledged: move on.
             commit_processed(self.consumer, self.stopping)
             self.records_seen += count
 
-    def handle(self, record: ConsumerRecord, pending: list[Any]) -> list[DriftReport]:
+    def handle(
+        self, record: ConsumerRecord, letters: list[tuple[bytes | None, bytes]]
+    ) -> list[DriftReport]:
         """The reports a record closes; an unreadable record is dead-lettered instead."""
         try:
             if record.topic == FEEDBACK.name:
                 return self.monitor.add_feedback(decode(record.value, Feedback))
             return self.monitor.add_verdict(decode(record.value, Verdict))
         except SchemaError as error:
-            pending.append(self._dead_letter(record, error))
+            self.dead_letters += 1
+            letters.append(dead_letter_record(record, error, SERVICE))
             return []
 
-    def _dead_letter(self, record: ConsumerRecord, error: SchemaError) -> Any:
-        self.dead_letters += 1
-        return send_dead_letter(self.producer, record, error, SERVICE)
-
-    def _publish(self, reports: list[DriftReport], pending: list[Any]) -> None:
-        futures = list(pending)
-        for report in reports:
-            key = gate_label(report.gate_id).encode()
-            futures.append(self.producer.send(DRIFT.name, key=key, value=encode(report)))
-        for future in futures:
-            future.get(timeout=SEND_TIMEOUT_S)
+    def _publish(
+        self, reports: list[DriftReport], letters: list[tuple[bytes | None, bytes]]
+    ) -> bool:
+        """Publish reports and dead letters and wait for the broker's acknowledgement, through
+        an outage of any length; False when stopping before it came (commit nothing)."""
+        records = [(gate_label(r.gate_id).encode(), encode(r)) for r in reports]
+        if not send_acknowledged(self.producer, DRIFT.name, records, self.stopping):
+            return False
+        if not send_acknowledged(self.producer, FRAMES_DLQ.name, letters, self.stopping):
+            return False
         for report in reports:
             record_report(report)
             self.reports_published += 1
@@ -111,6 +119,7 @@ class DriftService:
                     report.model_version,
                     ", ".join(report.breached),
                 )
+        return True
 
 
 def reference_store(settings: DriftSettings) -> ReferenceStore:
