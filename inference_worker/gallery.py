@@ -191,6 +191,13 @@ SHORTLIST_PER_K = 8
 class GalleryIndex:
     """The in-memory gallery one worker matches against; safe to update while matching.
 
+    One normalised mean template per student lives in a row of a preallocated float32 buffer;
+    search reads a snapshot (the buffer's first ``n`` rows) without holding the lock.  An
+    enrolment appends a row past every snapshot (amortised O(1)); re-enrolling with the same
+    templates (the enrolment replay at every worker start) changes nothing; new templates for
+    an enrolled student, or a removal, copy the rows (O(N), rare), so no snapshot ever sees a
+    row change under it.
+
     From ``int8_from`` students up (0: never), 1:N search first scores an int8 copy of the
     gallery (:mod:`inference_worker.gallery_scan`) and re-scores a shortlist exactly.  The copy
     is rebuilt in a background thread after each change; until it is ready, search scans the
@@ -202,46 +209,80 @@ class GalleryIndex:
         self.int8_from = int8_from
         self._lock = threading.Lock()
         self._templates: dict[str, Vector] = {}
-        self._ids: list[str] = []
-        self._means: Vector = np.zeros((0, dim), dtype=np.float32)
+        self._ids: list[str] = []  # row -> student; only appended to while shared
+        self._rows: dict[str, int] = {}  # student -> row
+        self._buffer: Vector = np.zeros((0, dim), dtype=np.float32)
+        self._means: Vector = self._buffer[:0]  # the rows in use: a new view after each change
         self._scan: Int8Scan | None = None
         self._scan_wanted = threading.Event()
         self._scan_ready = threading.Condition(self._lock)
         self._builder: threading.Thread | None = None
 
     def __len__(self) -> int:
-        return len(self._ids)
+        return len(self._means)
 
     def __contains__(self, student_id: object) -> bool:
         return student_id in self._templates
 
     def replace_all(self, templates: dict[str, Vector]) -> None:
         """Load a whole gallery at once."""
+        normalised = {k: normalise(v) for k, v in templates.items()}
+        ids = sorted(normalised)
+        buffer = np.zeros((_capacity(len(ids)), self.dim), dtype=np.float32)
+        if ids:
+            buffer[: len(ids)] = normalise(np.stack([normalised[s].mean(axis=0) for s in ids]))
         with self._lock:
-            self._templates = {k: normalise(v) for k, v in templates.items()}
-            self._rebuild()
+            self._templates = normalised
+            self._set_rows(ids, buffer)
 
     def upsert(self, student_id: str, templates: Vector) -> None:
         """Add or replace one student."""
+        templates = normalise(templates)
+        mean = normalise(templates.mean(axis=0, keepdims=True))[0]
         with self._lock:
-            self._templates[student_id] = normalise(templates)
-            self._rebuild()
+            old = self._templates.get(student_id)
+            if old is not None and np.array_equal(old, templates):
+                return  # unchanged (an enrolment event replayed)
+            self._templates[student_id] = templates
+            row = self._rows.get(student_id)
+            n = len(self._means)
+            if row is not None:
+                buffer = self._buffer.copy()
+                buffer[row] = mean
+                self._set_rows(self._ids, buffer)
+                return
+            buffer = self._buffer
+            if n == len(buffer):
+                buffer = np.zeros((_capacity(n + 1), self.dim), dtype=np.float32)
+                buffer[:n] = self._means
+            buffer[n] = mean  # past every snapshot's rows
+            self._ids.append(student_id)
+            self._rows[student_id] = n
+            self._publish(buffer, n + 1)
 
     def remove(self, student_id: str) -> None:
         """Forget one student."""
         with self._lock:
-            if self._templates.pop(student_id, None) is not None:
-                self._rebuild()
+            if self._templates.pop(student_id, None) is None:
+                return
+            row = self._rows[student_id]
+            ids = self._ids[:row] + self._ids[row + 1 :]
+            buffer = np.zeros((_capacity(len(ids)), self.dim), dtype=np.float32)
+            buffer[: len(ids)] = np.delete(self._means, row, axis=0)
+            self._set_rows(ids, buffer)
 
-    def _rebuild(self) -> None:
-        self._ids = sorted(self._templates)
-        if self._ids:
-            means = np.stack([self._templates[s].mean(axis=0) for s in self._ids])
-            self._means = normalise(means)
-        else:
-            self._means = np.zeros((0, self.dim), dtype=np.float32)
+    def _set_rows(self, ids: list[str], buffer: Vector) -> None:
+        """Install new rows (a fresh ids list: snapshots keep the old one); lock held."""
+        self._ids = list(ids)
+        self._rows = {student: row for row, student in enumerate(self._ids)}
+        self._publish(buffer, len(self._ids))
+
+    def _publish(self, buffer: Vector, n: int) -> None:
+        """Make the first ``n`` rows of ``buffer`` the gallery; lock held."""
+        self._buffer = buffer
+        self._means = buffer[:n]
         self._scan = None
-        if self.int8_from and len(self._ids) >= self.int8_from:
+        if self.int8_from and n >= self.int8_from:
             self._scan_wanted.set()
             if self._builder is None:
                 self._builder = threading.Thread(
@@ -286,17 +327,18 @@ class GalleryIndex:
         """1:N: the top-k students for each probe (rows of ``probes``), best first."""
         with self._lock:
             ids, means, scan = self._ids, self._means, self._scan
-        if not ids:
+        n = len(means)  # ``ids`` may grow past the snapshot meanwhile: only its first n count
+        if not n:
             return [[] for _ in range(len(probes))]
-        k = min(k, len(ids))
+        k = min(k, n)
         shortlist = max(SHORTLIST_MIN, SHORTLIST_PER_K * k)
-        if scan is not None and scan.means is means and shortlist < len(ids):
+        if scan is not None and scan.means is means and shortlist < n:
             # int8 first pass, then the shortlist re-scored exactly in float32.
             rows = scan.shortlist(probes, shortlist)
             scores = np.einsum("md,mkd->mk", probes, means[rows])
         else:
             scores = probes @ means.T
-            rows = np.broadcast_to(np.arange(len(ids)), scores.shape)
+            rows = np.broadcast_to(np.arange(n), scores.shape)
         top = np.argpartition(-scores, k - 1, axis=1)[:, :k]
         results = []
         for row_scores, row_ids, candidates in zip(scores, rows, top, strict=True):
@@ -305,4 +347,11 @@ class GalleryIndex:
         return results
 
     def students(self) -> Iterable[str]:
-        return list(self._ids)
+        """The enrolled student ids, sorted."""
+        with self._lock:
+            return sorted(self._rows)
+
+
+def _capacity(rows: int) -> int:
+    """Rows to allocate for ``rows`` students: room to grow by a quarter (at least 1024)."""
+    return max(1024, rows + rows // 4)

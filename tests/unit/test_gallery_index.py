@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import pytest
 
+from inference_worker import gallery as gallery_module
 from inference_worker.gallery import GalleryIndex, normalise
+from inference_worker.gallery_scan import Int8Scan
 
 
 def _gallery(n: int = 50, dim: int = 16, seed: int = 0) -> tuple[GalleryIndex, np.ndarray]:
@@ -91,3 +95,51 @@ def test_small_galleries_keep_the_float32_scan() -> None:
     index = GalleryIndex(16, int8_from=1000)
     index.replace_all(_random_gallery(999, 16, seed=5))
     assert not index.wait_for_int8(0.2)
+
+
+def test_enrolments_one_by_one_match_a_gallery_loaded_at_once() -> None:
+    """Appended rows (past the first buffer's capacity), a replacement and a removal leave the
+    index answering exactly as one loaded in a single step with the same students."""
+    dim = 16
+    gallery = _random_gallery(2500, dim, seed=6)
+    grown = GalleryIndex(dim)
+    for student, templates in gallery.items():
+        grown.upsert(student, templates)
+    changed = normalise(np.random.default_rng(7).normal(size=(2, dim)).astype(np.float32))
+    grown.upsert("s00010", changed)
+    grown.remove("s00020")
+    expected = {**gallery, "s00010": changed}
+    del expected["s00020"]
+    loaded = GalleryIndex(dim)
+    loaded.replace_all(expected)
+    assert len(grown) == len(loaded) == 2499
+    assert list(grown.students()) == sorted(expected)
+    probes = normalise(np.random.default_rng(8).normal(size=(30, dim)).astype(np.float32))
+    probes = np.concatenate([probes, gallery["s00020"], changed[:1]])
+    for want, got in zip(loaded.search(probes, k=5), grown.search(probes, k=5), strict=True):
+        assert [c.student_id for c in got] == [c.student_id for c in want]
+        assert [c.score for c in got] == pytest.approx([c.score for c in want], abs=1e-6)
+    assert grown.verify(changed[1], "s00010") == pytest.approx(1.0, abs=1e-6)
+
+
+def test_a_replayed_enrolment_keeps_the_int8_copy(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The enrolment replay at every worker start re-applies unchanged templates: it must not
+    throw away (and rebuild) the int8 copy of the gallery each time."""
+    builds: list[int] = []
+
+    def counting_scan(means: np.ndarray) -> Int8Scan:
+        builds.append(len(means))
+        return Int8Scan(means)
+
+    monkeypatch.setattr(gallery_module, "Int8Scan", counting_scan)
+    dim = 32
+    gallery = _random_gallery(2000, dim, seed=9)
+    index = GalleryIndex(dim, int8_from=100)
+    index.replace_all(gallery)
+    assert index.wait_for_int8(60) and builds == [2000]
+    for student in list(gallery)[:50]:
+        index.upsert(student, gallery[student])
+    time.sleep(0.3)  # time for a rebuild to start, had one been asked for
+    assert builds == [2000] and index.wait_for_int8(0)
+    index.upsert("s00000", normalise(np.ones((1, dim), dtype=np.float32)))
+    assert index.wait_for_int8(60) and builds == [2000, 2000]
