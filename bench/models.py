@@ -197,8 +197,13 @@ def _search_cost(
         exact = GalleryIndex(dim)
         exact.replace_all(gallery)
         exact_ms, exact_top = _time_searches(exact, probes, k)
+        enrolment = _enrolment_cost(exact, gallery, rng)
         if not int8_from or size < int8_from:
-            result[str(size)] = {**latency_summary(exact_ms), "path": "float32"}
+            result[str(size)] = {
+                **latency_summary(exact_ms),
+                "path": "float32",
+                "enrolment_ms": enrolment,
+            }
             continue
         shortlisted = GalleryIndex(dim, int8_from)
         shortlisted.replace_all(gallery)
@@ -211,8 +216,35 @@ def _search_cost(
             "path": "int8 shortlist + exact re-score",
             "float32": latency_summary(exact_ms),
             "recall_at_k": round(float(recall), 4),
+            "enrolment_ms": enrolment,
         }
     return result
+
+
+def _enrolment_cost(
+    index: Any, gallery: dict[str, np.ndarray], rng: np.random.Generator, count: int = 20
+) -> dict[str, float]:
+    """p50 ms of one ``GalleryIndex.upsert`` into ``index``: a new student, an enrolment
+    replayed with unchanged templates (what a worker does at start), changed templates."""
+    from inference_worker.gallery import normalise
+
+    dim = index.dim
+    enrolled = list(gallery)[:count]
+    cases = {
+        "new": [(f"new{i:04d}", rng.standard_normal((3, dim))) for i in range(count)],
+        "replayed": [(s, gallery[s]) for s in enrolled],
+        "changed": [(s, rng.standard_normal((3, dim))) for s in enrolled[: max(1, count // 4)]],
+    }
+    cost: dict[str, float] = {}
+    for case, updates in cases.items():
+        times = []
+        for student, templates in updates:
+            rows = normalise(np.asarray(templates, dtype=np.float32))
+            started = time.perf_counter()
+            index.upsert(student, rows)
+            times.append((time.perf_counter() - started) * 1000)
+        cost[case] = round(float(np.median(times)), 3)
+    return cost
 
 
 def provider_cost(frames: Sequence[BenchFrame], batch_sizes: Sequence[int]) -> dict[str, Any]:

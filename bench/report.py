@@ -54,6 +54,15 @@ def figure_rows(results: dict[str, Any]) -> list[Row]:
                 "",
             )
         )
+        if "enrolment_ms" in summary:
+            enrol = summary["enrolment_ms"]
+            rows.append(
+                (
+                    f"enrolment into {int(size):,} p50 ms (new / replayed / changed)",
+                    f"{enrol['new']} / {enrol['replayed']} / {enrol['changed']}",
+                    "",
+                )
+            )
         if "float32" in summary:
             rows.append(
                 (

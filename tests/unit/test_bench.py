@@ -207,7 +207,9 @@ def test_report_rows_show_every_target_with_its_goal() -> None:
         "gate": {**profile, "clients": 1},
         "online": profile,
         "naive": profile,
-        "search_ms": {"1000": summary},
+        "search_ms": {
+            "1000": {**summary, "enrolment_ms": {"new": 0.02, "replayed": 0.01, "changed": 0.2}}
+        },
         "providers": {"cpu_over_openvino": {"1": 1.4}},
         "peak_rss_mb": {"worker": 400.0},
         "targets": _targets(),
@@ -217,4 +219,6 @@ def test_report_rows_show_every_target_with_its_goal() -> None:
     assert len(target_rows) == 6
     assert all("goal" in r[2] and "met" in r[2] for r in target_rows)
     assert "gate (1 client) throughput" in text_table(rows)
+    enrolment = "enrolment into 1,000 p50 ms (new / replayed / changed)"
+    assert (enrolment, "0.02 / 0.01 / 0.2", "") in rows
     assert markdown_table(rows).count("\n") == len(rows) + 2
