@@ -58,6 +58,24 @@ def alignment_targets(settings: StreamProcessorSettings) -> list[AlignmentTarget
     return [AlignmentTarget(c.template_name, c.template, c.input_size) for c in cards]
 
 
+async def refresh_alignment_targets(
+    processor: FrameProcessor, settings: StreamProcessorSettings
+) -> bool:
+    """Look the registry's champion and canary up again and align to their templates from the
+    next frame on (a canary registered after start gets its crops without a restart).  Returns
+    whether the targets changed; a registry that cannot be read leaves them as they are."""
+    loop = asyncio.get_running_loop()
+    try:
+        targets = await loop.run_in_executor(None, alignment_targets, settings)
+    except Exception as error:  # MLflow down or an alias gone: keep aligning as before
+        log.warning("registry templates not refreshed, aligning as before: %s", error)
+        return False
+    changed = processor.analyzer.set_targets(targets)
+    if changed:
+        log.info("aligning faces to %s (registry aliases changed)", [t.name for t in targets])
+    return changed
+
+
 async def record_with_retry(
     loop: asyncio.AbstractEventLoop, attendance: AttendanceTable, verdict: Verdict
 ) -> None:
@@ -193,6 +211,12 @@ def create_app(settings: StreamProcessorSettings) -> faust.App:
                 continue
             await record_with_retry(loop, attendance, verdict)
             ATTENDANCE_UPDATES.labels(verdict.decision).inc()
+
+    if not settings.align_models and settings.align_refresh_s > 0:
+
+        @app.timer(interval=settings.align_refresh_s)  # type: ignore[untyped-decorator]
+        async def follow_registry_templates() -> None:
+            await refresh_alignment_targets(processor, settings)
 
     lag = FaustLag(app, settings.app_id)
 

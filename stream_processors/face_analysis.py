@@ -34,6 +34,16 @@ class AlignmentTarget:
     size: tuple[int, int]
 
 
+def _same_targets(a: list[AlignmentTarget], b: list[AlignmentTarget]) -> bool:
+    """Whether two target lists align the same crops (names, sizes and templates, in order)."""
+    return len(a) == len(b) and all(
+        x.name == y.name
+        and tuple(x.size) == tuple(y.size)
+        and np.array_equal(x.template, y.template)
+        for x, y in zip(a, b, strict=True)
+    )
+
+
 @dataclass
 class FaceAnalysis:
     """What one frame holds: the outcome, the chosen face, its aligned crops and quality."""
@@ -75,8 +85,21 @@ class FaceAnalyzer:
         self.quality_thresholds = quality_thresholds or QualityThresholds()
         self.dominance_ratio = dominance_ratio
 
+    def set_targets(self, targets: list[AlignmentTarget]) -> bool:
+        """Align to ``targets`` from the next frame on; False when they are the current ones.
+
+        One reference assignment: a frame being analysed keeps the targets it started with.
+        """
+        if not targets:
+            raise ValueError("at least one alignment target is needed")
+        if _same_targets(targets, self.targets):
+            return False
+        self.targets = list(targets)
+        return True
+
     def analyze(self, image_rgb: UInt8Image) -> FaceAnalysis:
         """Analyse one RGB frame."""
+        targets = self.targets  # one frame, one set of targets (see set_targets)
         timings: dict[str, float] = {}
         started = time.perf_counter()
         faces = self.detector.detect(image_rgb)
@@ -90,12 +113,12 @@ class FaceAnalyzer:
             target.name: align_to_template(
                 image_rgb, choice.face.landmarks, target.template, target.size
             )
-            for target in self.targets
+            for target in targets
         }
         timings["align"] = (time.perf_counter() - clock) * 1000
         clock = time.perf_counter()
         quality = assess_quality(
-            image_rgb, choice.face, crops[self.targets[0].name], self.quality_thresholds
+            image_rgb, choice.face, crops[targets[0].name], self.quality_thresholds
         )
         timings["quality"] = (time.perf_counter() - clock) * 1000
         return FaceAnalysis(choice.outcome, choice.count, choice.face, crops, quality, timings)

@@ -36,6 +36,10 @@ class StreamProcessorSettings(BaseServiceSettings):
     # Embedder models (folders under the models directory) whose templates faces are aligned to;
     # empty: follow the registry's champion and canary.
     align_models: list[str] = Field(default_factory=list)
+    # Following the registry (``align_models`` empty): how often the champion's and canary's
+    # templates are looked up again, so a new canary's faces are aligned for it without a
+    # restart; 0 reads them at start only.
+    align_refresh_s: float = Field(default=15.0, ge=0.0)
     detector_threads: int = 1
     kafka: KafkaSettings = Field(default_factory=lambda: load_settings(KafkaSettings))
     redis: RedisSettings = Field(default_factory=lambda: load_settings(RedisSettings))

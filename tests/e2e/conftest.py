@@ -41,7 +41,9 @@ class RunningPipeline:
 def pipeline(local_stack: LocalStack, lfw_dir: Path) -> Iterator[RunningPipeline]:
     """Champion registered, 8 LFW people enrolled, services serving (a warm-up verdict came)."""
     endpoints = {key: os.environ[key] for key in local_stack.endpoints()}
-    env = service_env(endpoints)
+    # The stream processor looks the registry's templates up every 2 s (not 15): the rollout
+    # test waits for it to align faces for a new canary.
+    env = {**service_env(endpoints), "FACEGATE_STREAM_ALIGN_REFRESH_S": "2"}
     version = ensure_champion(MlflowSettings())
     roster = load_roster(lfw_dir / "images", max_students=8, enroll_per_student=3, seed=3)
     summary = enroll_roster(
