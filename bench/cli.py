@@ -24,10 +24,15 @@ class BenchPlan:
     naive_requests: int
     clients: int = 8
     gallery_sizes: tuple[int, ...] = (1_000, 10_000, 100_000)
+    # Stream processors of the pipeline profiles: detection is the heaviest stage and one
+    # processor analyses one frame at a time (Helm's default streamProcessor.replicaCount is 2).
+    stream_processors: int = 2
 
 
 # The students enrolled from the demo photos; their probe photos are the frames of every part.
 STUDENTS = 6
+# The most stream processors a bench starts (``--stream-processors``).
+MAX_STREAM_PROCESSORS = 8
 FULL = BenchPlan(60, (1, 2, 4, 8, 16), 500, 100, 600, 240)
 QUICK = BenchPlan(16, (1, 8), 100, 20, 80, 40)
 
@@ -84,9 +89,16 @@ def run_bench(plan: BenchPlan, say: Any = print) -> dict[str, Any]:
     results["search_ms"] = search_cost(plan.gallery_sizes, plan.search_queries)
     say("4/6 OpenVINO against the CPU execution provider")
     results["providers"] = provider_cost(checkins, (1, 8))
-    say("5/6 pipeline through a private local stack")
+    say(f"5/6 pipeline through a private local stack, {plan.stream_processors} stream processors")
     pipeline = run_pipeline(
-        photos, STUDENTS, checkins, plan.gate_requests, plan.online_requests, plan.clients, say
+        photos,
+        STUDENTS,
+        checkins,
+        plan.gate_requests,
+        plan.online_requests,
+        plan.clients,
+        say,
+        plan.stream_processors,
     )
     results.update(pipeline)
     say(f"6/6 naive one-at-a-time HTTP service, {plan.clients} clients")
@@ -116,12 +128,22 @@ def run_bench(plan: BenchPlan, say: Any = print) -> dict[str, Any]:
     help="Where the JSON goes; the Markdown table and histogram PNGs go next to it.",
 )
 @click.option("--quick", is_flag=True, help="A 1-2 minute smoke run with small frame counts.")
-def bench_command(json_path: Path, quick: bool) -> None:
+@click.option(
+    "--stream-processors",
+    type=click.IntRange(1, MAX_STREAM_PROCESSORS),
+    default=FULL.stream_processors,
+    show_default=True,
+    help="Stream processor processes of the pipeline profiles (one consumer group).",
+)
+def bench_command(json_path: Path, quick: bool, stream_processors: int) -> None:
     """Benchmark models, pipeline profiles, a naive baseline, 1:N search and memory."""
+    from dataclasses import replace
+
     from bench.report import figure_rows, text_table, write_outputs
 
     exit_on_sigterm()
-    results = run_bench(QUICK if quick else FULL, say=click.echo)
+    plan = replace(QUICK if quick else FULL, stream_processors=stream_processors)
+    results = run_bench(plan, say=click.echo)
     files = write_outputs(results, json_path)
     click.echo(text_table(figure_rows(results)))
     click.echo(f"files: {', '.join(files.values())} ({results['duration_s']} s)")

@@ -1,9 +1,9 @@
 """The pipeline through a private local stack: `gate` and `online` profiles under closed-loop load.
 
 The stack runs on free ports with its own state directory (a fresh in-memory broker), the
-calibrated champion is registered, the demo's students are enrolled, and the stream processor
-and the worker run as their own processes, exactly as ``facegate demo`` starts them.  Everything
-is stopped at the end.
+calibrated champion is registered, the demo's students are enrolled, and the stream processors
+(``--stream-processors``, one consumer group) and the worker run as their own processes, as
+``facegate demo`` starts them.  Everything is stopped at the end.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from bench.cli import MAX_STREAM_PROCESSORS
 from bench.load import LoadResult, closed_loop
 from bench.memory import RssSampler
 from bench.models import ROSTER_SEED, BenchFrame
@@ -29,7 +30,6 @@ from facegate.stack.ports import private_stack_settings
 from schemas.messages import Frame, Verdict, new_id, now
 
 STACK_SERVICES = ("broker", "redis", "s3", "mlflow")
-PIPELINE_SERVICES = ("stream-processor", "worker")
 
 
 class NotifyingCollector(VerdictCollector):
@@ -76,7 +76,7 @@ def private_stack(say: Callable[[str], None]) -> Iterator[LocalStack]:
             os.environ.update(stack.up(progress=lambda line: say(f"    {line}")))
             yield stack
         finally:
-            for name in PIPELINE_SERVICES:
+            for name in pipeline_processes(MAX_STREAM_PROCESSORS):
                 stack.table.stop(name)
             stack.down()
             os.environ.clear()
@@ -99,17 +99,31 @@ def prepare(photos: Path, students: int) -> list[str]:
     return list(summary.enrolled)
 
 
+def pipeline_processes(stream_processors: int) -> list[str]:
+    """Process names of the pipeline with ``stream_processors`` stream processors."""
+    from facegate.pipeline import instance_name
+
+    names = [instance_name("stream-processor", i) for i in range(1, stream_processors + 1)]
+    return [*names, "worker"]
+
+
 def start_pipeline(
-    stack: LocalStack, collector: NotifyingCollector, profile: str, warmup: Path
+    stack: LocalStack,
+    collector: NotifyingCollector,
+    profile: str,
+    warmup: Path,
+    stream_processors: int = 1,
 ) -> float:
-    """(Re)start the stream processor and a worker of ``profile``; seconds until serving."""
+    """(Re)start ``stream_processors`` stream processors (one consumer group sharing the
+    partitions of ``frames``) and a worker of ``profile``; seconds until serving."""
     from facegate.pipeline import service_env, start_service, wait_until_serving
 
-    # A worker of the other profile stops first; the stream processor keeps running.
+    # A worker of the other profile stops first; the stream processors keep running.
     stack.table.stop("worker")
     env = service_env(stack.endpoints())
-    for name in PIPELINE_SERVICES:
-        start_service(stack, name, env, profile)
+    for instance in range(1, stream_processors + 1):
+        start_service(stack, "stream-processor", env, profile, instance)
+    start_service(stack, "worker", env, profile)
     return wait_until_serving(collector, stack, warmup, timeout_s=300)
 
 
@@ -179,7 +193,7 @@ def _count(items: Any) -> dict[str, int]:
 def service_pids(stack: LocalStack) -> dict[str, int]:
     """Pid of each running service of the stack and pipeline."""
     pids = {}
-    for name in (*STACK_SERVICES, *PIPELINE_SERVICES):
+    for name in (*STACK_SERVICES, *pipeline_processes(MAX_STREAM_PROCESSORS)):
         record = stack.table.running(name)
         if record is not None:
             pids[name] = record.pid
@@ -194,18 +208,23 @@ def run_pipeline(
     online_requests: int,
     online_clients: int,
     say: Callable[[str], None],
+    stream_processors: int = 1,
 ) -> dict[str, Any]:
-    """Both profiles through a private stack, with peak RSS of every service under online load."""
+    """Both profiles through a private stack, with peak RSS of every service under online load.
+
+    ``stream_processors`` processes share the frames from the start (the gate profile's one
+    gate keeps one of them busy), so that no rebalance lands in the online load."""
     with private_stack(say) as stack:
         say("    enrolling the demo students")
         prepare(photos, students)
         collector = NotifyingCollector(KafkaSettings())
         collector.start()
         try:
-            warm = start_pipeline(stack, collector, "gate", photos_first(photos))
+            first = photos_first(photos)
+            warm = start_pipeline(stack, collector, "gate", first, stream_processors)
             say(f"    gate profile serving after {warm:.1f} s; {gate_requests} check-ins, 1 gate")
             gate = profile_figures(*pipeline_load(collector, checkins, 1, gate_requests))
-            warm = start_pipeline(stack, collector, "online", photos_first(photos))
+            warm = start_pipeline(stack, collector, "online", first, stream_processors)
             say(
                 f"    online profile serving after {warm:.1f} s; {online_requests} check-ins, "
                 f"{online_clients} clients"

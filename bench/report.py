@@ -34,6 +34,9 @@ def figure_rows(results: dict[str, Any]) -> list[Row]:
     rows.append(
         (f"model-only bound, {bound['cores']} cores (frames/s)", f"{bound['bound_fps']}", "")
     )
+    processors = results.get("plan", {}).get("stream_processors")
+    if processors:
+        rows.append(("pipeline stream processors (one consumer group)", f"{processors}", ""))
     for name in ("gate", "online", "naive"):
         profile = results.get(name)
         if not profile:

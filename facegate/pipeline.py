@@ -123,10 +123,31 @@ def service_env(endpoints: dict[str, str]) -> dict[str, str]:
     }
 
 
+# Each service's metrics port variable: a second instance of a service serves its metrics 10
+# ports above the first, a third 20 above, and so on.
+_METRICS_PORT_VARIABLES = {
+    "stream-processor": "FACEGATE_STREAM_METRICS_PORT",
+    "worker": "FACEGATE_WORKER_METRICS_PORT",
+}
+
+
+def instance_name(name: str, instance: int) -> str:
+    """The process name of a service's ``instance`` (1: the service's own name)."""
+    return name if instance == 1 else f"{name}-{instance}"
+
+
 def start_service(
-    stack: LocalStack, name: str, env: dict[str, str], profile: str = "online"
+    stack: LocalStack,
+    name: str,
+    env: dict[str, str],
+    profile: str = "online",
+    instance: int = 1,
 ) -> None:
-    """Start one pipeline service as its own process, tracked with the stack's processes."""
+    """Start one pipeline service as its own process, tracked with the stack's processes.
+
+    ``instance`` > 1 starts another process of the same service (same consumer group, so the
+    partitions are shared), named ``<name>-<instance>``.
+    """
     commands = {
         "stream-processor": [sys.executable, "-m", "facegate", "stream-processor"],
         "worker": [sys.executable, "-m", "facegate", "worker", "--profile", profile],
@@ -135,8 +156,12 @@ def start_service(
         "canary-controller": [sys.executable, "-m", "facegate", "rollout", "run"],
         "retrain": [sys.executable, "-m", "facegate", "train", "serve"],
     }
-    if stack.table.running(name) is None:
-        stack.table.start(name, commands[name], env, stack.state_dir / name)
+    process = instance_name(name, instance)
+    port_variable = _METRICS_PORT_VARIABLES.get(name)
+    if instance > 1 and port_variable and env.get(port_variable):
+        env = {**env, port_variable: str(int(env[port_variable]) + 10 * (instance - 1))}
+    if stack.table.running(process) is None:
+        stack.table.start(process, commands[name], env, stack.state_dir / process)
 
 
 def wait_until_serving(

@@ -196,6 +196,7 @@ def test_report_rows_show_every_target_with_its_goal() -> None:
     summary = latency_summary([10.0, 20.0, 30.0])
     profile = {"clients": 8, "throughput_fps": 30.0, "end_to_end_ms": summary, "stages_ms": {}}
     results: dict[str, Any] = {
+        "plan": {"stream_processors": 2},
         "model_only": {
             "front_ms_mean": 20.0,
             "embed_ms_per_face": {"1": 6.0, "8": 5.0},
@@ -219,6 +220,7 @@ def test_report_rows_show_every_target_with_its_goal() -> None:
     assert len(target_rows) == 6
     assert all("goal" in r[2] and "met" in r[2] for r in target_rows)
     assert "gate (1 client) throughput" in text_table(rows)
+    assert ("pipeline stream processors (one consumer group)", "2", "") in rows
     enrolment = "enrolment into 1,000 p50 ms (new / replayed / changed)"
     assert (enrolment, "0.02 / 0.01 / 0.2", "") in rows
     assert markdown_table(rows).count("\n") == len(rows) + 2
