@@ -237,6 +237,10 @@ class GalleryIndex:
 
     def upsert(self, student_id: str, templates: Vector) -> None:
         """Add or replace one student."""
+        if templates.ndim != 2 or templates.shape[1] != self.dim or not len(templates):
+            raise ValueError(
+                f"templates of {student_id!r}: shape {templates.shape}, want (k, {self.dim})"
+            )
         templates = normalise(templates)
         mean = normalise(templates.mean(axis=0, keepdims=True))[0]
         with self._lock:

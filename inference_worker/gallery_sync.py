@@ -114,10 +114,11 @@ class GallerySync:
                             continue
                         try:
                             self._apply_with_retry(event)
-                        except FacegateError as error:
+                        except (FacegateError, ValueError) as error:
                             # A template this worker cannot open (no key, unknown key id,
-                            # tampered): the student keeps their last state here, the event
-                            # goes to the dead letters with the reason, the thread goes on.
+                            # tampered) or use (another model's size): the student keeps their
+                            # last state here, the event goes to the dead letters with the
+                            # reason, the thread goes on.
                             self._dead_letter(
                                 record, SchemaError("template_unreadable", str(error))
                             )

@@ -143,3 +143,11 @@ def test_a_replayed_enrolment_keeps_the_int8_copy(monkeypatch: pytest.MonkeyPatc
     assert builds == [2000] and index.wait_for_int8(0)
     index.upsert("s00000", normalise(np.ones((1, dim), dtype=np.float32)))
     assert index.wait_for_int8(60) and builds == [2000, 2000]
+
+
+def test_templates_of_another_size_are_refused_and_change_nothing() -> None:
+    index, centres = _gallery(n=5, dim=16)
+    with pytest.raises(ValueError, match=r"shape \(1, 8\), want \(k, 16\)"):
+        index.upsert("s001", np.ones((1, 8), dtype=np.float32))
+    assert len(index) == 5
+    assert index.search(centres[[1]], k=1)[0][0].student_id == "s001"
