@@ -12,6 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import click
+import redis
 
 from facegate.errors import FacegateError
 from facegate.redis_client import make_redis
@@ -29,6 +30,7 @@ from inference_worker.template_crypto_rotation import (
     add_current_key,
     drop_old_keys,
     reencrypt_all,
+    rotation_lock,
 )
 
 # Failures listed one per line before the command gives up; the rest are counted.
@@ -78,12 +80,34 @@ def rotate_key_command(
     """
     settings = load_settings(GallerySecuritySettings)
     inline = key_file is None and settings.key_file is None and settings.keys is not None
-    if inline:
-        if not reencrypt_only:
-            raise FacegateError(
-                "the gallery keys are given inline (FACEGATE_GALLERY_KEYS): put the new key "
-                "first there, restart the services, then run rotate-key --reencrypt-only"
+    if inline and not reencrypt_only:
+        raise FacegateError(
+            "the gallery keys are given inline (FACEGATE_GALLERY_KEYS): put the new key "
+            "first there, restart the services, then run rotate-key --reencrypt-only"
+        )
+    client = make_redis(load_settings(RedisSettings))
+    try:
+        # One rotation at a time, from before the key file changes until its last write.
+        with rotation_lock(client):
+            _rotate(
+                client, settings, key_file, new_key_file, key_id, reencrypt_only, drop_old, progress
             )
+    finally:
+        client.close()
+
+
+def _rotate(
+    client: redis.Redis[bytes],
+    settings: GallerySecuritySettings,
+    key_file: Path | None,
+    new_key_file: Path | None,
+    key_id: str | None,
+    reencrypt_only: bool,
+    drop_old: bool,
+    progress: bool,
+) -> None:
+    inline = key_file is None and settings.key_file is None and settings.keys is not None
+    if inline:
         assert settings.keys is not None
         ring = KeyRing(parse_keys(settings.keys.get_secret_value(), "FACEGATE_GALLERY_KEYS"))
         click.echo(f"keys: FACEGATE_GALLERY_KEYS ({', '.join(ring.ids())}), current {_id(ring)}")
@@ -101,35 +125,31 @@ def rotate_key_command(
                 key = new_key(key_id)
             ring = add_current_key(path, key)
         click.echo(f"key file: {path} ({', '.join(ring.ids())}); current key {_id(ring)}")
-    client = make_redis(load_settings(RedisSettings))
-    try:
-        cipher = TemplateCipher(ring)
-        report = reencrypt_all(client, cipher, progress)
-        _echo(report)
-        old = ring.ids()[1:]
-        if not report.complete:
-            raise FacegateError(
-                f"{len(report.failed)} template(s) could not be re-encrypted (listed above); "
-                f"old keys kept: {', '.join(old) or 'none'}"
-            )
-        if not drop_old:
-            if old:
-                click.echo(f"old keys kept: {', '.join(old)} (remove them with --drop-old)")
-            return
-        check = reencrypt_all(client, cipher, progress=False)
-        if not check.complete:
-            _echo(check)
-            raise FacegateError("templates failed on the second pass: old keys kept")
-        if inline:
-            click.echo(
-                f"every template is under {_id(ring)}: "
-                f"remove {', '.join(old) or 'nothing'} from FACEGATE_GALLERY_KEYS"
-            )
-        else:
-            dropped = drop_old_keys(path)
-            click.echo(f"old keys dropped: {', '.join(dropped) or 'none'}")
-    finally:
-        client.close()
+    cipher = TemplateCipher(ring)
+    report = reencrypt_all(client, cipher, progress)
+    _echo(report)
+    old = ring.ids()[1:]
+    if not report.complete:
+        raise FacegateError(
+            f"{len(report.failed)} template(s) could not be re-encrypted (listed above); "
+            f"old keys kept: {', '.join(old) or 'none'}"
+        )
+    if not drop_old:
+        if old:
+            click.echo(f"old keys kept: {', '.join(old)} (remove them with --drop-old)")
+        return
+    check = reencrypt_all(client, cipher, progress=False)
+    if not check.complete:
+        _echo(check)
+        raise FacegateError("templates failed on the second pass: old keys kept")
+    if inline:
+        click.echo(
+            f"every template is under {_id(ring)}: "
+            f"remove {', '.join(old) or 'nothing'} from FACEGATE_GALLERY_KEYS"
+        )
+    else:
+        dropped = drop_old_keys(path)
+        click.echo(f"old keys dropped: {', '.join(dropped) or 'none'}")
 
 
 def _id(ring: KeyRing) -> str:

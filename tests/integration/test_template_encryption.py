@@ -31,6 +31,7 @@ from inference_worker.template_crypto import (
     write_key_file,
 )
 from inference_worker.template_crypto_cli import rotate_key_command
+from inference_worker.template_crypto_rotation import ROTATION_LOCK
 
 pytestmark = pytest.mark.integration
 
@@ -183,3 +184,32 @@ def test_rotation_refuses_to_drop_keys_while_a_template_cannot_be_read(
     assert "1 template(s) could not be re-encrypted" in str(result.exception)
     assert "facegate:gallery:v1:t:orphan" in result.output
     assert len(read_key_file(key_file)) == 2  # nothing dropped
+
+
+def test_one_rotation_at_a_time(
+    private_redis: tuple[str, redis.Redis[bytes]],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    url, client = private_redis
+    key_file = tmp_path / "gallery.keys"
+    write_key_file(key_file, [new_key("k1")])
+    monkeypatch.setenv("FACEGATE_REDIS_URL", url)
+    monkeypatch.setenv("FACEGATE_GALLERY_KEY_FILE", str(key_file))
+    GalleryStore(client, "v1").put("alice", _templates(1))
+    before = key_file.read_text()
+    # Another rotation (another host's process) holds the lock: this one changes nothing.
+    client.set(ROTATION_LOCK, "other-host:4242", ex=60)
+    refused = CliRunner().invoke(rotate_key_command, ["--key-id", "k2", "--no-progress"])
+    assert refused.exit_code != 0
+    assert "another key rotation is running (other-host:4242)" in str(refused.exception)
+    assert key_file.read_text() == before
+    # Once it is done, a rotation runs, and gives the lock back at the end.
+    client.delete(ROTATION_LOCK)
+    done = CliRunner().invoke(rotate_key_command, ["--key-id", "k2", "--no-progress"])
+    assert done.exit_code == 0, done.output
+    assert [k.key_id for k in read_key_file(key_file)] == ["k2", "k1"]
+    assert client.get(ROTATION_LOCK) is None
+    assert (
+        sealed_key_id(client.get(GalleryStore(client, "v1").template_key("alice")) or b"") == "k2"
+    )
