@@ -20,6 +20,12 @@ from stream_processors.vision.mtcnn import MtcnnConfig, MtcnnDetector
 from trainer.evaluation.pipeline_protocol import EmbedOutcome
 
 DEFAULT_MODEL = "mobilefacenet"
+# Evaluation protocols must take a face from every image.  Among several, the one with the
+# largest area times centrality (``face_policy.rank_score`` with centre weight 1): LFW centres
+# the labelled face, and with the serving weight (0.5) a larger face cut off at the image's
+# edge beside it won, e.g. Paul_Shanley_0003 or Noelle_Bush_0002.  Serving never forces the
+# choice: a face that does not dominate the others twice over goes to review.
+EVALUATION_CENTRE_WEIGHT = 1.0
 
 
 class LocalFacePipeline:
@@ -35,9 +41,12 @@ class LocalFacePipeline:
         card = embedder.card
         target = AlignmentTarget(card.template_name, card.template, card.input_size)
         # Evaluation protocols score every image: with several faces, take the most central
-        # and largest one (LFW centres the labelled face) instead of asking for review.
+        # and largest one (see EVALUATION_CENTRE_WEIGHT) instead of asking for review.
         self.analyzer = FaceAnalyzer(
-            detector, [target], dominance_ratio=1.0 if always_choose_a_face else None
+            detector,
+            [target],
+            dominance_ratio=1.0 if always_choose_a_face else None,
+            centre_weight=EVALUATION_CENTRE_WEIGHT if always_choose_a_face else None,
         )
         self.model_name = card.name
 

@@ -76,6 +76,7 @@ class FaceAnalyzer:
         policy: FacePolicy = "largest_central",
         quality_thresholds: QualityThresholds | None = None,
         dominance_ratio: float | None = None,
+        centre_weight: float | None = None,
     ) -> None:
         if not targets:
             raise ValueError("at least one alignment target is needed")
@@ -84,6 +85,7 @@ class FaceAnalyzer:
         self.policy = policy
         self.quality_thresholds = quality_thresholds or QualityThresholds()
         self.dominance_ratio = dominance_ratio
+        self.centre_weight = centre_weight
 
     def set_targets(self, targets: list[AlignmentTarget]) -> bool:
         """Align to ``targets`` from the next frame on; False when they are the current ones.
@@ -105,6 +107,8 @@ class FaceAnalyzer:
         faces = self.detector.detect(image_rgb)
         timings["detect"] = (time.perf_counter() - started) * 1000
         kwargs = {} if self.dominance_ratio is None else {"dominance_ratio": self.dominance_ratio}
+        if self.centre_weight is not None:
+            kwargs["centre_weight"] = self.centre_weight
         choice = choose_face(faces, image_rgb.shape, self.policy, **kwargs)
         if choice.face is None:
             return FaceAnalysis(choice.outcome, choice.count, timings_ms=timings)

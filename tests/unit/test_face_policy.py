@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from inference_worker.face_pipeline import EVALUATION_CENTRE_WEIGHT
 from stream_processors.vision.face_policy import centrality, choose_face
 from stream_processors.vision.types import DetectedFace
 
@@ -93,3 +94,21 @@ def test_centrality() -> None:
     assert centrality(_face(640, 360, 100), FRAME) == pytest.approx(1.0)
     assert centrality(_face(0, 0, 100), FRAME) == pytest.approx(0.0)
     assert 0.4 < centrality(_face(320, 180, 100), FRAME) < 0.6
+
+
+def test_evaluation_takes_the_centred_face_over_a_larger_one_at_the_edge() -> None:
+    """The boxes MTCNN found in LFW's Paul_Shanley_0003 (250x250): the labelled face in the
+    centre, a larger one cut off at the right edge.  The serving weight ranks the edge face
+    first by a hair (serving would ask for review: neither dominates); the evaluation weight
+    takes the centred one, as the protocol means."""
+    lfw = (250, 250, 3)
+    unit = np.array([[-0.2, -0.1], [0.2, -0.1], [0.0, 0.1], [-0.15, 0.3], [0.15, 0.3]])
+    labelled = DetectedFace((77, 63, 170, 186), 0.99, unit * 93 + [123, 125])
+    edge = DetectedFace((128, 42, 228, 180), 0.92, unit * 100 + [178, 111])
+    serving = choose_face([labelled, edge], lfw, dominance_ratio=1.0)
+    assert serving.face is edge
+    assert choose_face([labelled, edge], lfw).outcome == "several_faces"
+    evaluation = choose_face(
+        [labelled, edge], lfw, dominance_ratio=1.0, centre_weight=EVALUATION_CENTRE_WEIGHT
+    )
+    assert evaluation.face is labelled
