@@ -9,10 +9,10 @@ may then lose.  See template_crypto_rotation.py for why each step is safe to rep
 
 from __future__ import annotations
 
+from contextlib import closing
 from pathlib import Path
 
 import click
-import redis
 
 from facegate.errors import FacegateError
 from facegate.redis_client import make_redis
@@ -86,70 +86,53 @@ def rotate_key_command(
             "first there, restart the services, then run rotate-key --reencrypt-only"
         )
     client = make_redis(load_settings(RedisSettings))
-    try:
-        # One rotation at a time, from before the key file changes until its last write.
-        with rotation_lock(client):
-            _rotate(
-                client, settings, key_file, new_key_file, key_id, reencrypt_only, drop_old, progress
+    # One rotation at a time, from before the key file changes until its last write.
+    with closing(client), rotation_lock(client):
+        if inline:
+            assert settings.keys is not None
+            ring = KeyRing(parse_keys(settings.keys.get_secret_value(), "FACEGATE_GALLERY_KEYS"))
+            click.echo(
+                f"keys: FACEGATE_GALLERY_KEYS ({', '.join(ring.ids())}), current {_id(ring)}"
             )
-    finally:
-        client.close()
-
-
-def _rotate(
-    client: redis.Redis[bytes],
-    settings: GallerySecuritySettings,
-    key_file: Path | None,
-    new_key_file: Path | None,
-    key_id: str | None,
-    reencrypt_only: bool,
-    drop_old: bool,
-    progress: bool,
-) -> None:
-    inline = key_file is None and settings.key_file is None and settings.keys is not None
-    if inline:
-        assert settings.keys is not None
-        ring = KeyRing(parse_keys(settings.keys.get_secret_value(), "FACEGATE_GALLERY_KEYS"))
-        click.echo(f"keys: FACEGATE_GALLERY_KEYS ({', '.join(ring.ids())}), current {_id(ring)}")
-    else:
-        path = key_file or settings.key_file or local_stack_key_file()
-        if reencrypt_only:
-            ring = KeyRing.from_file(path)
         else:
-            if new_key_file is not None:
-                given = parse_keys(new_key_file.read_text(encoding="utf-8"), str(new_key_file))
-                if len(given) != 1:
-                    raise FacegateError(f"{new_key_file} must hold exactly one key")
-                key = given[0]
+            path = key_file or settings.key_file or local_stack_key_file()
+            if reencrypt_only:
+                ring = KeyRing.from_file(path)
             else:
-                key = new_key(key_id)
-            ring = add_current_key(path, key)
-        click.echo(f"key file: {path} ({', '.join(ring.ids())}); current key {_id(ring)}")
-    cipher = TemplateCipher(ring)
-    report = reencrypt_all(client, cipher, progress)
-    _echo(report)
-    old = ring.ids()[1:]
-    if not report.complete:
-        raise FacegateError(
-            f"{len(report.failed)} template(s) could not be re-encrypted (listed above); "
-            f"old keys kept: {', '.join(old) or 'none'}"
-        )
-    if not drop_old:
-        if old:
-            click.echo(f"old keys kept: {', '.join(old)} (remove them with --drop-old)")
-        return
-    check = reencrypt_all(client, cipher, progress=False)
-    if not check.complete:
-        _echo(check)
-        raise FacegateError("templates failed on the second pass: old keys kept")
-    if inline:
-        click.echo(
-            f"every template is under {_id(ring)}: "
-            f"remove {', '.join(old) or 'nothing'} from FACEGATE_GALLERY_KEYS"
-        )
-    else:
-        dropped = drop_old_keys(path)
-        click.echo(f"old keys dropped: {', '.join(dropped) or 'none'}")
+                if new_key_file is not None:
+                    given = parse_keys(new_key_file.read_text(encoding="utf-8"), str(new_key_file))
+                    if len(given) != 1:
+                        raise FacegateError(f"{new_key_file} must hold exactly one key")
+                    key = given[0]
+                else:
+                    key = new_key(key_id)
+                ring = add_current_key(path, key)
+            click.echo(f"key file: {path} ({', '.join(ring.ids())}); current key {_id(ring)}")
+        cipher = TemplateCipher(ring)
+        report = reencrypt_all(client, cipher, progress)
+        _echo(report)
+        old = ring.ids()[1:]
+        if not report.complete:
+            raise FacegateError(
+                f"{len(report.failed)} template(s) could not be re-encrypted (listed above); "
+                f"old keys kept: {', '.join(old) or 'none'}"
+            )
+        if not drop_old:
+            if old:
+                click.echo(f"old keys kept: {', '.join(old)} (remove them with --drop-old)")
+            return
+        check = reencrypt_all(client, cipher, progress=False)
+        if not check.complete:
+            _echo(check)
+            raise FacegateError("templates failed on the second pass: old keys kept")
+        if inline:
+            click.echo(
+                f"every template is under {_id(ring)}: "
+                f"remove {', '.join(old) or 'nothing'} from FACEGATE_GALLERY_KEYS"
+            )
+        else:
+            dropped = drop_old_keys(path)
+            click.echo(f"old keys dropped: {', '.join(dropped) or 'none'}")
 
 
 def _id(ring: KeyRing) -> str:
