@@ -43,6 +43,15 @@ def _templates(seed: int, count: int = 3, dim: int = 128) -> Vector:
     return normalise(rows)
 
 
+def _use_key_file(url: str, key_file: Path, key_id: str, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A key file holding one new key, and the test's Redis URL and that file as the settings
+    the CLI reads."""
+    write_key_file(key_file, [new_key(key_id)])
+    monkeypatch.setenv("FACEGATE_REDIS_URL", url)
+    monkeypatch.setenv("FACEGATE_GALLERY_KEY_FILE", str(key_file))
+    return key_file
+
+
 @pytest.fixture
 def private_redis(local_stack: LocalStack) -> Iterator[tuple[str, redis.Redis[bytes]]]:
     """Database 9 of the stack's Redis, empty before and after the test."""
@@ -79,10 +88,7 @@ def test_rotation_reseals_every_template_and_old_keys_go_only_when_asked(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     url, client = private_redis
-    key_file = tmp_path / "gallery.keys"
-    write_key_file(key_file, [new_key("k-old")])
-    monkeypatch.setenv("FACEGATE_REDIS_URL", url)
-    monkeypatch.setenv("FACEGATE_GALLERY_KEY_FILE", str(key_file))
+    key_file = _use_key_file(url, tmp_path / "gallery.keys", "k-old", monkeypatch)
 
     # Enrol through the store: what Redis holds is not the float32 bytes.
     enrolled = {
@@ -171,10 +177,7 @@ def test_rotation_refuses_to_drop_keys_while_a_template_cannot_be_read(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     url, client = private_redis
-    key_file = tmp_path / "gallery.keys"
-    write_key_file(key_file, [new_key("k1")])
-    monkeypatch.setenv("FACEGATE_REDIS_URL", url)
-    monkeypatch.setenv("FACEGATE_GALLERY_KEY_FILE", str(key_file))
+    key_file = _use_key_file(url, tmp_path / "gallery.keys", "k1", monkeypatch)
     GalleryStore(client, "v1").put("ok", _templates(1))
     # Sealed with a key nobody has any more.
     lost = GalleryStore(client, "v1", TemplateCipher(KeyRing([new_key("lost")])))
@@ -192,10 +195,7 @@ def test_one_rotation_at_a_time(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     url, client = private_redis
-    key_file = tmp_path / "gallery.keys"
-    write_key_file(key_file, [new_key("k1")])
-    monkeypatch.setenv("FACEGATE_REDIS_URL", url)
-    monkeypatch.setenv("FACEGATE_GALLERY_KEY_FILE", str(key_file))
+    key_file = _use_key_file(url, tmp_path / "gallery.keys", "k1", monkeypatch)
     GalleryStore(client, "v1").put("alice", _templates(1))
     before = key_file.read_text()
     # Another rotation (another host's process) holds the lock: this one changes nothing.
