@@ -132,13 +132,6 @@ class GalleryStore:
         members = self.client.smembers(_key(self.version, "students"))
         return sorted(m.decode() if isinstance(m, bytes) else str(m) for m in members)
 
-    def load_all(self) -> dict[str, Vector]:
-        """Every student's templates; raises on the first one that cannot be opened."""
-        load = self.load_readable()
-        for student, error in load.unreadable.items():
-            raise FacegateError(f"templates of {student!r}: {error}")
-        return load.templates
-
     def load_readable(self) -> GalleryLoad:
         """Every student's templates that open, and why each of the others does not.
 
