@@ -62,7 +62,7 @@ def add_user_command(name: str, role: str, password: str) -> None:
 def feedback_consumer_command(metrics_port: int | None) -> None:
     """Turn proctors' decisions into a training dataset and the proctor-seen error metrics."""
     from console.feedback_consumer import FeedbackSink, run_consumer
-    from facegate.kafka_clients import ensure_topics, make_consumer, make_producer
+    from facegate.kafka_clients import ensure_topics, make_control_consumer, make_producer
     from facegate.object_store import make_object_store
     from facegate.redis_client import make_redis
     from facegate.service_process import serve_metrics, stop_on_signals
@@ -77,7 +77,7 @@ def feedback_consumer_command(metrics_port: int | None) -> None:
     serve_metrics(settings)
     stop = threading.Event()
     stop_on_signals(stop, "stopping the feedback consumer")
-    consumer = make_consumer(settings.kafka, settings.feedback_group_id, [FEEDBACK.name])
+    consumer = make_control_consumer(settings.kafka, settings.feedback_group_id, [FEEDBACK.name])
     producer = make_producer(settings.kafka)
     click.echo(f"feedback consumer: group {settings.feedback_group_id} -> {s3.bucket_feedback}")
     try:

@@ -64,6 +64,18 @@ def make_consumer(
     return consumer
 
 
+def make_control_consumer(
+    settings: KafkaSettings, group_id: str | None, topics: Iterable[str] = (), **overrides: Any
+) -> KafkaConsumer:
+    """A consumer of a low-rate control topic, which lets the broker hold an idle fetch longer.
+
+    Services follow enrolments, model events, drift reports and feedback beside their hot path;
+    polling those every ``fetch_max_wait_ms`` would spend a share of the node on empty fetches.
+    """
+    overrides.setdefault("fetch_max_wait_ms", settings.control_fetch_max_wait_ms)
+    return make_consumer(settings, group_id, topics, **overrides)
+
+
 # The group moved on (a rebalance gave the partitions to another member, or a restarted broker
 # forgot this member): the records are redelivered to their new owner, not lost.
 GROUP_MOVED_ON = (

@@ -34,7 +34,7 @@ from prometheus_client import Counter, Gauge
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
-from facegate.kafka_clients import make_consumer
+from facegate.kafka_clients import make_control_consumer
 from facegate.settings import BaseServiceSettings, KafkaSettings, MlflowSettings, load_settings
 from schemas.codec import SchemaError, decode
 from schemas.messages import Feedback, ModelEvent, Verdict
@@ -324,7 +324,7 @@ class CanaryController:
 
     def run(self) -> None:
         """Follow the topics until ``stopping`` is set."""
-        consumer = make_consumer(self.settings.kafka, None, consumer_timeout_ms=1000)
+        consumer = make_control_consumer(self.settings.kafka, None, consumer_timeout_ms=1000)
         assigned = []
         for topic in (VERDICTS.name, FEEDBACK.name, MODEL_EVENTS.name):
             partitions = consumer.partitions_for_topic(topic) or {0}

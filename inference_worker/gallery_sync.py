@@ -11,7 +11,7 @@ from kafka.consumer.fetcher import ConsumerRecord
 
 from facegate.dead_letters import dead_letter_record
 from facegate.errors import FacegateError
-from facegate.kafka_clients import make_consumer, send_acknowledged
+from facegate.kafka_clients import make_control_consumer, send_acknowledged
 from facegate.settings import KafkaSettings
 from inference_worker.gallery import GalleryIndex, GalleryStore
 from inference_worker.metrics import UNREADABLE_TEMPLATES
@@ -98,7 +98,7 @@ class GallerySync:
         self.applied += 1
 
     def _follow(self) -> None:
-        consumer = make_consumer(self.kafka, None, consumer_timeout_ms=1000)
+        consumer = make_control_consumer(self.kafka, None, consumer_timeout_ms=1000)
         partitions = consumer.partitions_for_topic(ENROLLMENTS.name) or set()
         assigned = [TopicPartition(ENROLLMENTS.name, p) for p in sorted(partitions)]
         consumer.assign(assigned)

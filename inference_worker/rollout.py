@@ -27,7 +27,7 @@ import redis
 from kafka import KafkaProducer, TopicPartition
 from prometheus_client import Counter, Gauge
 
-from facegate.kafka_clients import make_consumer
+from facegate.kafka_clients import make_control_consumer
 from inference_worker.embedder import Embedder
 from inference_worker.gallery import GalleryIndex, GalleryStore
 from inference_worker.gallery_sync import GallerySync
@@ -240,7 +240,7 @@ class ModelFollower:
             log.warning("registry unavailable, serving what is loaded: %s", error)
 
     def _run(self) -> None:
-        consumer = make_consumer(self.settings.kafka, None, consumer_timeout_ms=1000)
+        consumer = make_control_consumer(self.settings.kafka, None, consumer_timeout_ms=1000)
         partitions = consumer.partitions_for_topic(MODEL_EVENTS.name) or {0}
         assigned = [TopicPartition(MODEL_EVENTS.name, p) for p in sorted(partitions)]
         consumer.assign(assigned)

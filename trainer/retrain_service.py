@@ -17,7 +17,12 @@ from dataclasses import dataclass
 from prometheus_client import Counter, Gauge
 
 from facegate.dead_letters import dead_letter_record
-from facegate.kafka_clients import commit_processed, make_consumer, make_producer, send_acknowledged
+from facegate.kafka_clients import (
+    commit_processed,
+    make_control_consumer,
+    make_producer,
+    send_acknowledged,
+)
 from inference_worker.gallery_backfill import BACKFILL
 from schemas.codec import SchemaError, decode
 from schemas.messages import DriftReport, Enrollment
@@ -134,7 +139,7 @@ class RetrainService:
         self.outcomes: list[RetrainOutcome] = []
 
     def run(self) -> None:
-        consumer = make_consumer(
+        consumer = make_control_consumer(
             self.settings.kafka, self.settings.group_id, [DRIFT.name, ENROLLMENTS.name]
         )
         producer = make_producer(self.settings.kafka)

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 from kafka import TopicPartition
 
-from facegate.kafka_clients import make_consumer
+from facegate.kafka_clients import make_control_consumer
 from facegate.settings import KafkaSettings
 from schemas.codec import SchemaError, decode
 from schemas.messages import DriftReport
@@ -34,7 +34,7 @@ def read_reports(
     The topic is read from its beginning without a consumer group (the broker's end offsets
     cannot be trusted, see ENVIRONMENT.md) until nothing new arrives for ``idle_s``.
     """
-    consumer = make_consumer(settings, group_id=None)
+    consumer = make_control_consumer(settings, group_id=None)
     reports: list[DriftReport] = []
     try:
         partitions = consumer.partitions_for_topic(DRIFT.name) or {0}

@@ -22,7 +22,7 @@ from facegate.heartbeat import Heartbeat
 from facegate.kafka_clients import (
     commit_processed,
     ensure_topics,
-    make_consumer,
+    make_control_consumer,
     make_producer,
     send_acknowledged,
 )
@@ -132,7 +132,9 @@ def reference_store(settings: DriftSettings) -> ReferenceStore:
 def build_service(settings: DriftSettings) -> DriftService:
     """The service with its consumer (subscribed to verdicts and feedback) and producer."""
     ensure_topics(settings.kafka, [VERDICTS, FEEDBACK, DRIFT, FRAMES_DLQ])
-    consumer = make_consumer(settings.kafka, settings.group_id, [VERDICTS.name, FEEDBACK.name])
+    consumer = make_control_consumer(
+        settings.kafka, settings.group_id, [VERDICTS.name, FEEDBACK.name]
+    )
     producer = make_producer(settings.kafka)
     return DriftService(DriftMonitor(settings, reference_store(settings)), consumer, producer)
 
