@@ -18,6 +18,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from bench.broker_hop import broker_hop_ms
 from bench.cli import MAX_STREAM_PROCESSORS
 from bench.load import LoadResult, closed_loop
 from bench.memory import RssSampler
@@ -215,6 +216,9 @@ def run_pipeline(
     ``stream_processors`` processes share the frames from the start (the gate profile's one
     gate keeps one of them busy), so that no rebalance lands in the online load."""
     with private_stack(say) as stack:
+        say("    one broker hop on its own (kafka-python, one record at a time)")
+        median_frame = sorted(checkins, key=lambda c: len(c.jpeg))[len(checkins) // 2]
+        hop = broker_hop_ms(KafkaSettings(), median_frame.jpeg)
         say("    enrolling the demo students")
         prepare(photos, students)
         collector = NotifyingCollector(KafkaSettings())
@@ -236,7 +240,7 @@ def run_pipeline(
             rss = sampler.stop()
         finally:
             collector.stop()
-    return {"gate": gate, "online": online, "peak_rss_mb": rss}
+    return {"broker_hop": hop, "gate": gate, "online": online, "peak_rss_mb": rss}
 
 
 def photos_first(folder: Path) -> Path:

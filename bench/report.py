@@ -37,6 +37,16 @@ def figure_rows(results: dict[str, Any]) -> list[Row]:
     processors = results.get("plan", {}).get("stream_processors")
     if processors:
         rows.append(("pipeline stream processors (one consumer group)", f"{processors}", ""))
+    hop = results.get("broker_hop")
+    if hop:
+        rows.append(
+            (
+                f"broker hop alone p50/p95/p99 ms ({hop['record_bytes'] // 1000} KB record, "
+                f"produce ack {hop['produce_ack_ms']['p50']:.1f} ms p50)",
+                _ms(hop["hop_ms"]),
+                "",
+            )
+        )
     for name in ("gate", "online", "naive"):
         profile = results.get(name)
         if not profile:

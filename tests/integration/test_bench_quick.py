@@ -43,6 +43,9 @@ def test_bench_quick_writes_every_figure_and_target(tmp_path: Path) -> None:
         assert results[profile]["answered"] > 0
         assert results[profile]["end_to_end_ms"]["p50"] > 0
     assert {"detect", "embed"} <= set(results["online"]["stages_ms"])
+    hop = results["broker_hop"]
+    assert hop["hop_ms"]["count"] == hop["records"] == 100
+    assert 0 < hop["produce_ack_ms"]["p50"] < hop["hop_ms"]["p50"]
     assert set(results["search_ms"]) == {"1000", "10000", "100000"}
     assert set(results["peak_rss_mb"]) >= {"broker", "redis", "s3", "mlflow", "worker"}
     assert (tmp_path / "bench.md").is_file()

@@ -205,6 +205,11 @@ def test_report_rows_show_every_target_with_its_goal() -> None:
             "cores": 2,
             "bound_fps": 80.0,
         },
+        "broker_hop": {
+            "record_bytes": 52_000,
+            "produce_ack_ms": latency_summary([2.0, 3.0]),
+            "hop_ms": summary,
+        },
         "gate": {**profile, "clients": 1},
         "online": profile,
         "naive": profile,
@@ -221,6 +226,8 @@ def test_report_rows_show_every_target_with_its_goal() -> None:
     assert all("goal" in r[2] and "met" in r[2] for r in target_rows)
     assert "gate (1 client) throughput" in text_table(rows)
     assert ("pipeline stream processors (one consumer group)", "2", "") in rows
+    hop = "broker hop alone p50/p95/p99 ms (52 KB record, produce ack 2.5 ms p50)"
+    assert (hop, "20.0 / 29.0 / 29.8", "") in rows
     enrolment = "enrolment into 1,000 p50 ms (new / replayed / changed)"
     assert (enrolment, "0.02 / 0.01 / 0.2", "") in rows
     assert markdown_table(rows).count("\n") == len(rows) + 2
