@@ -20,6 +20,7 @@ from typing import Any
 
 from bench.broker_hop import broker_hop_ms
 from bench.cli import MAX_STREAM_PROCESSORS
+from bench.cpu import CpuMeter, idle_cpu
 from bench.load import LoadResult, closed_loop
 from bench.memory import RssSampler
 from bench.models import ROSTER_SEED, BenchFrame
@@ -211,7 +212,8 @@ def run_pipeline(
     say: Callable[[str], None],
     stream_processors: int = 1,
 ) -> dict[str, Any]:
-    """Both profiles through a private stack, with peak RSS of every service under online load.
+    """Both profiles through a private stack, with peak RSS of every service under online load
+    and the CPU of each service idle and under that load.
 
     ``stream_processors`` processes share the frames from the start (the gate profile's one
     gate keeps one of them busy), so that no rebalance lands in the online load."""
@@ -233,14 +235,27 @@ def run_pipeline(
                 f"    online profile serving after {warm:.1f} s; {online_requests} check-ins, "
                 f"{online_clients} clients"
             )
-            sampler = RssSampler(lambda: service_pids(stack)).start()
-            online = profile_figures(
-                *pipeline_load(collector, checkins, online_clients, online_requests)
-            )
+
+            def pids() -> dict[str, int]:
+                return service_pids(stack)
+
+            say("    idle for 5 s: CPU of each service with nothing to do")
+            idle = idle_cpu(pids, 5.0)
+            sampler = RssSampler(pids).start()
+            meter = CpuMeter(pids).start()
+            result, verdicts = pipeline_load(collector, checkins, online_clients, online_requests)
+            busy = meter.stop(len(result.latencies_ms))
+            online = profile_figures(result, verdicts)
             rss = sampler.stop()
         finally:
             collector.stop()
-    return {"broker_hop": hop, "gate": gate, "online": online, "peak_rss_mb": rss}
+    return {
+        "broker_hop": hop,
+        "gate": gate,
+        "online": online,
+        "peak_rss_mb": rss,
+        "cpu": {"idle": idle, "online": busy},
+    }
 
 
 def photos_first(folder: Path) -> Path:

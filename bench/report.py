@@ -31,8 +31,22 @@ def figure_rows(results: dict[str, Any]) -> list[Row]:
             "",
         )
     )
+    cores = bound["cores"]
     rows.append(
-        (f"model-only bound, {bound['cores']} cores (frames/s)", f"{bound['bound_fps']}", "")
+        (
+            f"model-only per core x {cores} cores, if cores added up (frames/s)",
+            f"{bound['linear_bound_fps']}",
+            "",
+        )
+    )
+    alone = bound["one_process"]["fps"]
+    rows.append((f"model-only sustained, one process, batch {best} (frames/s)", f"{alone}", ""))
+    rows.append(
+        (
+            f"model-only bound: {cores} processes at once (frames/s; x one process alone)",
+            f"{bound['bound_fps']} (x{bound['bound_fps'] / alone:.2f})",
+            "",
+        )
     )
     processors = results.get("plan", {}).get("stream_processors")
     if processors:
@@ -89,6 +103,25 @@ def figure_rows(results: dict[str, Any]) -> list[Row]:
         rows.append((f"CPU EP / OpenVINO EP embed cost, batch {key}", f"{ratio}", ""))
     for name, mb in results.get("peak_rss_mb", {}).items():
         rows.append((f"peak RSS {name} (MB)", f"{mb}", ""))
+    cpu = results.get("cpu")
+    if cpu:
+        idle, busy = cpu["idle"]["core_pct"], cpu["online"]
+        for name, pct in busy["core_pct"].items():
+            rows.append(
+                (
+                    f"CPU {name}: % of a core idle / online, online ms per frame",
+                    f"{idle.get(name, 0.0)} / {pct}, {busy['ms_per_frame'][name]}",
+                    "",
+                )
+            )
+        rows.append(
+            (
+                "CPU all services: % of a core idle / online, online ms per frame",
+                f"{cpu['idle']['total_core_pct']} / {busy['total_core_pct']}, "
+                f"{busy['total_ms_per_frame']}",
+                "",
+            )
+        )
     for name, entry in results["targets"].items():
         verdict = "met" if entry["met"] else "NOT met"
         rows.append((f"target {name}", f"{entry['value']}", f"goal {entry['goal']}: {verdict}"))

@@ -59,7 +59,8 @@ def compute_targets(
 ) -> dict[str, dict[str, Any]]:
     """The five targets of issue 8 from this run's figures.
 
-    ``model_bound_fps``: the model-only throughput on the cores the pipeline has;
+    ``model_bound_fps``: the model-only throughput on the cores the pipeline has, measured on all
+    of them at once;
     ``model_frame_ms``: the model compute of one frame at batch 1 (decode, detect, align, embed);
     ``search_*``: per-query 1:N times by gallery size; ``peak_rss_mb``: per service.
     """

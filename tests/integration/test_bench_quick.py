@@ -38,7 +38,10 @@ def test_bench_quick_writes_every_figure_and_target(tmp_path: Path) -> None:
     assert set(results["targets"]) == TARGETS
     for entry in results["targets"].values():
         assert {"value", "goal", "met"} <= set(entry)
-    assert results["model_only"]["bound_fps"] > 0
+    bound = results["model_only"]
+    assert bound["bound_fps"] == bound["all_cores"]["fps"] > 0
+    assert len(bound["all_cores"]["fps_per_process"]) == bound["cores"]
+    assert bound["one_process"]["fps"] > 0
     for profile in ("gate", "online", "naive"):
         assert results[profile]["answered"] > 0
         assert results[profile]["end_to_end_ms"]["p50"] > 0
@@ -48,6 +51,11 @@ def test_bench_quick_writes_every_figure_and_target(tmp_path: Path) -> None:
     assert 0 < hop["produce_ack_ms"]["p50"] < hop["hop_ms"]["p50"]
     assert set(results["search_ms"]) == {"1000", "10000", "100000"}
     assert set(results["peak_rss_mb"]) >= {"broker", "redis", "s3", "mlflow", "worker"}
+    cpu = results["cpu"]
+    assert set(cpu["online"]["core_pct"]) >= {"broker", "worker", "stream-processor"}
+    # Under load the services use more of the cores than idle, and the frames cost CPU.
+    assert cpu["online"]["total_core_pct"] > cpu["idle"]["total_core_pct"]
+    assert cpu["online"]["ms_per_frame"]["worker"] > 0
     assert (tmp_path / "bench.md").is_file()
     assert (tmp_path / "bench-online-latency.png").is_file()
     assert "target online_vs_naive" in run.stdout

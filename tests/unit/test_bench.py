@@ -4,7 +4,10 @@ the naive HTTP service's request handling (with a fake model that says it is a f
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import threading
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -12,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from bench.cpu import SELF, CpuMeter
 from bench.load import closed_loop
 from bench.naive_server import CLAIM_HEADER, PATH, make_server
 from bench.report import figure_rows, markdown_table, text_table
@@ -203,7 +207,9 @@ def test_report_rows_show_every_target_with_its_goal() -> None:
             "per_core_fps": {"1": 38.5, "8": 40.0},
             "best_batch": 8,
             "cores": 2,
-            "bound_fps": 80.0,
+            "linear_bound_fps": 80.0,
+            "one_process": {"fps": 40.0},
+            "bound_fps": 52.0,
         },
         "broker_hop": {
             "record_bytes": 52_000,
@@ -218,6 +224,15 @@ def test_report_rows_show_every_target_with_its_goal() -> None:
         },
         "providers": {"cpu_over_openvino": {"1": 1.4}},
         "peak_rss_mb": {"worker": 400.0},
+        "cpu": {
+            "idle": {"core_pct": {"broker": 20.0}, "total_core_pct": 20.0},
+            "online": {
+                "core_pct": {"broker": 30.0},
+                "total_core_pct": 30.0,
+                "ms_per_frame": {"broker": 7.5},
+                "total_ms_per_frame": 7.5,
+            },
+        },
         "targets": _targets(),
     }
     rows = figure_rows(results)
@@ -230,4 +245,45 @@ def test_report_rows_show_every_target_with_its_goal() -> None:
     assert (hop, "20.0 / 29.0 / 29.8", "") in rows
     enrolment = "enrolment into 1,000 p50 ms (new / replayed / changed)"
     assert (enrolment, "0.02 / 0.01 / 0.2", "") in rows
+    bound = "model-only bound: 2 processes at once (frames/s; x one process alone)"
+    assert (bound, "52.0 (x1.30)", "") in rows
+    cpu = "CPU broker: % of a core idle / online, online ms per frame"
+    assert (cpu, "20.0 / 30.0, 7.5", "") in rows
     assert markdown_table(rows).count("\n") == len(rows) + 2
+
+
+def test_cpu_meter_counts_this_process_burning_a_core() -> None:
+    meter = CpuMeter(dict).start()
+    deadline = time.process_time() + 0.3
+    while time.process_time() < deadline:
+        pass
+    used = meter.stop(frames=3)
+    assert 200 <= used["ms_per_frame"][SELF] * 3 <= 600
+    assert used["core_pct"][SELF] > 30
+    assert used["total_ms_per_frame"] == used["ms_per_frame"][SELF]
+
+
+def test_cpu_meter_leaves_the_services_this_process_started_out_of_its_own_share() -> None:
+    burn = "import time\nend = time.time() + 1.0\nwhile time.time() < end: pass"
+    child = subprocess.Popen([sys.executable, "-c", burn])
+    try:
+        meter = CpuMeter(lambda: {"service": child.pid}).start()
+        time.sleep(0.5)
+        used = meter.stop()
+    finally:
+        child.wait()
+    assert used["core_pct"]["service"] > 30
+    assert used["core_pct"][SELF] < 10
+
+
+def test_all_cores_bound_runs_the_models_in_every_process_together() -> None:
+    from bench.model_scaling import all_cores_fps
+    from bench.models import probe_frames
+    from producers.roster import demo_photo_folder
+
+    frames = probe_frames(demo_photo_folder(), 6)[:4]
+    result = all_cores_fps(frames, processes=2, batch=2, seconds=1.0)
+    assert result["processes"] == 2 and len(result["fps_per_process"]) == 2
+    # Real frames through the real models: tens of frames a second, not zero, not thousands.
+    assert all(2 < rate < 1000 for rate in result["fps_per_process"])
+    assert result["fps"] == pytest.approx(sum(result["fps_per_process"]), abs=0.02)
