@@ -1,18 +1,31 @@
-"""Reading a topic back from its beginning in a test, without a consumer group."""
+"""Scratch topics for a test, and reading a topic back from its beginning without a group."""
 
 from __future__ import annotations
 
 import time
+import uuid
 from collections.abc import Callable
 from typing import Any, TypeVar
 
 from kafka import TopicPartition
+from kafka.admin import NewTopic
 from kafka.consumer.fetcher import ConsumerRecord
 
-from facegate.kafka_clients import make_consumer
+from facegate.kafka_clients import make_admin, make_consumer
 from facegate.settings import KafkaSettings
 
 T = TypeVar("T")
+
+
+def create_scratch_topic(prefix: str, kafka: KafkaSettings | None = None) -> str:
+    """A new one-partition topic named ``prefix-<random>``, so a test reads only its records."""
+    topic = f"{prefix}-{uuid.uuid4().hex[:8]}"
+    admin = make_admin(kafka or KafkaSettings())
+    try:
+        admin.create_topics([NewTopic(topic, 1, 1)], timeout_ms=10_000)
+    finally:
+        admin.close()
+    return topic
 
 
 def read_topic(

@@ -6,13 +6,13 @@ import time
 import uuid
 
 import pytest
-from kafka.admin import NewTopic
 from prometheus_client import REGISTRY
 
-from facegate.kafka_clients import make_admin, make_consumer, make_producer
+from facegate.kafka_clients import make_consumer, make_producer
 from facegate.settings import KafkaSettings, load_settings
 from facegate.stack import LocalStack
 from inference_worker.metrics import KafkaLag
+from tests.topic_reader import create_scratch_topic
 
 pytestmark = pytest.mark.integration
 
@@ -24,12 +24,7 @@ def _lag(group: str, topic: str) -> float | None:
 
 def test_lag_follows_what_the_group_has_consumed(local_stack: LocalStack) -> None:
     kafka = load_settings(KafkaSettings)
-    topic, group = f"lag-{uuid.uuid4().hex[:8]}", f"lag-group-{uuid.uuid4().hex[:8]}"
-    admin = make_admin(kafka)
-    try:
-        admin.create_topics([NewTopic(topic, 1, 1)], timeout_ms=10_000)
-    finally:
-        admin.close()
+    topic, group = create_scratch_topic("lag", kafka), f"lag-group-{uuid.uuid4().hex[:8]}"
     producer = make_producer(kafka)
     for n in range(10):
         # One record per produce request: the broker's high watermark is exact then.

@@ -10,12 +10,11 @@ import uuid
 
 import pytest
 from kafka import TopicPartition
-from kafka.admin import NewTopic
 from kafka.consumer.fetcher import ConsumerRecord
 
 from console.feedback_consumer import SERVICE, FeedbackSink, run_consumer
 from console.settings import ConsoleSettings
-from facegate.kafka_clients import make_admin, make_consumer, make_producer
+from facegate.kafka_clients import make_consumer, make_producer
 from facegate.object_store import make_object_store
 from facegate.redis_client import make_redis
 from facegate.settings import KafkaSettings
@@ -23,7 +22,7 @@ from facegate.stack import LocalStack
 from schemas.codec import decode
 from schemas.messages import DeadLetter
 from schemas.topics import FRAMES_DLQ
-from tests.topic_reader import read_topic
+from tests.topic_reader import create_scratch_topic, read_topic
 
 pytestmark = pytest.mark.integration
 GARBAGE = b"\x00 not a feedback message"
@@ -51,13 +50,8 @@ def test_unreadable_feedback_is_dead_lettered_before_its_offset_moves_on(
     local_stack: LocalStack,
 ) -> None:
     # A topic of its own, so that the consumer reads nothing but this test's record.
-    topic = f"feedback-letters-{uuid.uuid4().hex[:8]}"
+    topic = create_scratch_topic("feedback-letters")
     group = f"{topic}-group"
-    admin = make_admin(KafkaSettings())
-    try:
-        admin.create_topics([NewTopic(topic, 1, 1)])
-    finally:
-        admin.close()
     settings = ConsoleSettings()
     producer = make_producer(KafkaSettings())
     key = f"garbage-{uuid.uuid4().hex[:6]}".encode()

@@ -8,15 +8,14 @@ idle service does not poll 50 times a second; kafka-python's own fetch-latency m
 from __future__ import annotations
 
 import time
-import uuid
 
 import pytest
 from kafka import KafkaConsumer, TopicPartition
-from kafka.admin import NewTopic
 
-from facegate.kafka_clients import make_admin, make_consumer, make_control_consumer
+from facegate.kafka_clients import make_consumer, make_control_consumer
 from facegate.settings import KafkaSettings
 from facegate.stack import LocalStack
+from tests.topic_reader import create_scratch_topic
 
 pytestmark = pytest.mark.integration
 
@@ -36,12 +35,7 @@ def _idle_fetch_latency_ms(consumer: KafkaConsumer, topic: str, seconds: float) 
 def test_control_consumers_let_the_broker_hold_idle_fetches_longer(
     local_stack: LocalStack,
 ) -> None:
-    topic = f"fetch-waits-{uuid.uuid4().hex[:8]}"
-    admin = make_admin(KafkaSettings())
-    try:
-        admin.create_topics([NewTopic(topic, 1, 1)])
-    finally:
-        admin.close()
+    topic = create_scratch_topic("fetch-waits")
     settings = KafkaSettings(fetch_max_wait_ms=20, control_fetch_max_wait_ms=500)
     hot = make_consumer(settings, None)
     control = make_control_consumer(settings, None)
