@@ -7,6 +7,7 @@ start-up path a user runs.
 from __future__ import annotations
 
 import json
+import os
 import sys
 import threading
 import time
@@ -131,6 +132,19 @@ _METRICS_PORT_VARIABLES = {
 }
 
 
+def instance_env(name: str, env: dict[str, str], instance: int) -> dict[str, str]:
+    """``env`` for a service's ``instance``, with its metrics port moved 10 per instance.
+
+    The port may be set in ``env`` or in this process's environment, which the service
+    inherits: either way a second instance must not try to bind the first one's port.
+    """
+    variable = _METRICS_PORT_VARIABLES.get(name)
+    port = (env.get(variable) or os.environ.get(variable)) if variable else None
+    if instance == 1 or variable is None or not port:
+        return env
+    return {**env, variable: str(int(port) + 10 * (instance - 1))}
+
+
 def instance_name(name: str, instance: int) -> str:
     """The process name of a service's ``instance`` (1: the service's own name)."""
     return name if instance == 1 else f"{name}-{instance}"
@@ -157,10 +171,8 @@ def start_service(
         "retrain": [sys.executable, "-m", "facegate", "train", "serve"],
     }
     process = instance_name(name, instance)
-    port_variable = _METRICS_PORT_VARIABLES.get(name)
-    if instance > 1 and port_variable and env.get(port_variable):
-        env = {**env, port_variable: str(int(env[port_variable]) + 10 * (instance - 1))}
     if stack.table.running(process) is None:
+        env = instance_env(name, env, instance)
         stack.table.start(process, commands[name], env, stack.state_dir / process)
 
 
