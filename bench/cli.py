@@ -38,6 +38,14 @@ MAX_STREAM_PROCESSORS = 8
 FULL = BenchPlan(60, (1, 2, 4, 8, 16), 500, 100, 600, 240)
 QUICK = BenchPlan(16, (1, 8), 100, 20, 80, 40, all_cores_s=4.0)
 
+STREAM_PROCESSORS_OPTION = click.option(
+    "--stream-processors",
+    type=click.IntRange(1, MAX_STREAM_PROCESSORS),
+    default=FULL.stream_processors,
+    show_default=True,
+    help="Stream processor processes of the pipeline (one consumer group).",
+)
+
 
 def exit_on_sigterm() -> None:
     """Turn SIGTERM into SystemExit, so that the private stack is stopped on the way out."""
@@ -142,13 +150,7 @@ def run_bench(plan: BenchPlan, say: Any = print) -> dict[str, Any]:
     help="Where the JSON goes; the Markdown table and histogram PNGs go next to it.",
 )
 @click.option("--quick", is_flag=True, help="A 1-2 minute smoke run with small frame counts.")
-@click.option(
-    "--stream-processors",
-    type=click.IntRange(1, MAX_STREAM_PROCESSORS),
-    default=FULL.stream_processors,
-    show_default=True,
-    help="Stream processor processes of the pipeline profiles (one consumer group).",
-)
+@STREAM_PROCESSORS_OPTION
 def bench_command(json_path: Path, quick: bool, stream_processors: int) -> None:
     """Benchmark models, pipeline profiles, a naive baseline, 1:N search and memory."""
     from dataclasses import replace
@@ -196,8 +198,14 @@ def bench_command(json_path: Path, quick: bool, stream_processors: int) -> None:
     show_default=True,
     help="Where the report goes; the Markdown table and the PNG go next to it.",
 )
+@STREAM_PROCESSORS_OPTION
 def soak_command(
-    minutes: float, factor: float, rate: float | None, sample_s: float, json_path: Path
+    minutes: float,
+    factor: float,
+    rate: float | None,
+    sample_s: float,
+    json_path: Path,
+    stream_processors: int,
 ) -> None:
     """Soak the `online` pipeline at FACTOR x its sustained rate (not part of the test suite).
 
@@ -213,7 +221,13 @@ def soak_command(
     from trainer.build_models import build_all
 
     exit_on_sigterm()
-    plan = SoakPlan(duration_s=minutes * 60, factor=factor, rate_fps=rate, sample_s=sample_s)
+    plan = SoakPlan(
+        duration_s=minutes * 60,
+        factor=factor,
+        rate_fps=rate,
+        sample_s=sample_s,
+        stream_processors=stream_processors,
+    )
     click.echo(f"machine: {machine()['description']}")
     build_all()
     photos = demo_photo_folder()

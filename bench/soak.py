@@ -27,8 +27,10 @@ from typing import Any
 from bench.memory import tree_rss_mb
 from bench.models import BenchFrame
 from bench.pipeline import (
+    STACK_SERVICES,
     NotifyingCollector,
     pipeline_load,
+    pipeline_processes,
     prepare,
     private_stack,
     service_pids,
@@ -49,10 +51,6 @@ from schemas.codec import SchemaError, decode, encode
 from schemas.messages import DeadLetter, Frame, Verdict, new_id, now
 from schemas.topics import FRAMES, VERDICTS
 
-# FaceGate's own services are judged on memory; the stack's servers are reported only (the
-# in-memory broker keeps every record for the topic's retention, by design).
-JUDGED = ("stream-processor", "worker")
-
 
 @dataclass(frozen=True)
 class SoakPlan:
@@ -66,6 +64,8 @@ class SoakPlan:
     clients: int = 8
     calibration_requests: int = 200
     drain_timeout_s: float = 300.0
+    # As in the benchmark (and Helm's default streamProcessor.replicaCount): one consumer group.
+    stream_processors: int = 2
 
 
 class CountingCollector(VerdictCollector):
@@ -256,14 +256,19 @@ def run_soak(
         # the environment afterwards).
         from facegate.stack.ports import free_port_block
 
-        first = free_port_block(2, start=30000)
-        metrics_ports = {"FACEGATE_STREAM_METRICS_PORT": first}
-        metrics_ports["FACEGATE_WORKER_METRICS_PORT"] = first + 1
-        os.environ.update({name: str(port) for name, port in metrics_ports.items()})
+        # start_service puts stream processor n on the first port + 10 * (n - 1).
+        first = free_port_block(10 * plan.stream_processors, start=30000)
+        os.environ["FACEGATE_STREAM_METRICS_PORT"] = str(first)
+        os.environ["FACEGATE_WORKER_METRICS_PORT"] = str(first + 1)
+        metrics_ports = {"worker": first + 1}
+        for number, name in enumerate(pipeline_processes(plan.stream_processors)[:-1]):
+            metrics_ports[name] = first + 10 * number
         waiter = NotifyingCollector(KafkaSettings())
         waiter.start()
         try:
-            warm = start_pipeline(stack, waiter, "online", photos_first(photos))
+            warm = start_pipeline(
+                stack, waiter, "online", photos_first(photos), plan.stream_processors
+            )
             say(f"    online pipeline serving after {warm:.1f} s")
             sustained: float | None = None
             if plan.rate_fps is None:
@@ -317,7 +322,10 @@ def run_soak(
             collector.stop()
     checks = {
         "backlog": backlog_check(samples, offered, plan.sample_s),
-        "memory": memory_check(samples, [n for n in JUDGED if n in pids]),
+        # FaceGate's own services (every stream processor and the worker) are judged on memory;
+        # the stack's servers are reported only (the in-memory broker keeps every record for
+        # the topic's retention, by design).
+        "memory": memory_check(samples, [n for n in pids if n not in STACK_SERVICES]),
         "loss": loss_check(final.published, final.answered, final.duplicates),
     }
     met = checks["backlog"]["met"] and checks["loss"]["met"]
@@ -346,7 +354,7 @@ def run_soak(
         "samples": [s.as_dict() for s in samples],
         "final": final.as_dict(),
         "rates": rates(samples),
-        "other_rss_end_mb": {k: v for k, v in final.rss_mb.items() if k not in JUDGED},
+        "other_rss_end_mb": {k: v for k, v in final.rss_mb.items() if k in STACK_SERVICES},
         "checks": checks,
         "met": met,
     }
