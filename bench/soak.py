@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from bench.cli import SOAK_STREAM_PROCESSORS
 from bench.memory import tree_rss_mb
 from bench.models import BenchFrame
 from bench.pipeline import (
@@ -64,8 +65,7 @@ class SoakPlan:
     clients: int = 8
     calibration_requests: int = 200
     drain_timeout_s: float = 300.0
-    # As in the benchmark (and Helm's default streamProcessor.replicaCount): one consumer group.
-    stream_processors: int = 2
+    stream_processors: int = SOAK_STREAM_PROCESSORS
 
 
 class CountingCollector(VerdictCollector):
