@@ -78,10 +78,9 @@ class FaceAnalyzer:
         dominance_ratio: float | None = None,
         centre_weight: float | None = None,
     ) -> None:
-        if not targets:
-            raise ValueError("at least one alignment target is needed")
         self.detector = detector
-        self.targets = targets
+        self.targets: list[AlignmentTarget] = []
+        self.set_targets(targets)
         self.policy = policy
         self.quality_thresholds = quality_thresholds or QualityThresholds()
         self.dominance_ratio = dominance_ratio
