@@ -31,7 +31,6 @@ from bench.pipeline import (
     STACK_SERVICES,
     NotifyingCollector,
     pipeline_load,
-    pipeline_processes,
     prepare,
     private_stack,
     service_pids,
@@ -46,7 +45,7 @@ from bench.soak_stats import (
 )
 from bench.stats import percentile
 from facegate.errors import FacegateError
-from facegate.pipeline import VerdictCollector
+from facegate.pipeline import VerdictCollector, instance_name, metrics_port
 from facegate.settings import KafkaSettings
 from schemas.codec import SchemaError, decode, encode
 from schemas.messages import DeadLetter, Frame, Verdict, new_id, now
@@ -256,13 +255,19 @@ def run_soak(
         # the environment afterwards).
         from facegate.stack.ports import free_port_block
 
-        # start_service puts stream processor n on the first port + 10 * (n - 1).
+        # Stream processor n serves 10 * (n - 1) ports above the first (metrics_port).
         first = free_port_block(10 * plan.stream_processors, start=30000)
-        os.environ["FACEGATE_STREAM_METRICS_PORT"] = str(first)
-        os.environ["FACEGATE_WORKER_METRICS_PORT"] = str(first + 1)
-        metrics_ports = {"worker": first + 1}
-        for number, name in enumerate(pipeline_processes(plan.stream_processors)[:-1]):
-            metrics_ports[name] = first + 10 * number
+        ports = {
+            "FACEGATE_STREAM_METRICS_PORT": str(first),
+            "FACEGATE_WORKER_METRICS_PORT": str(first + 1),
+        }
+        os.environ.update(ports)
+        instances = [("stream-processor", n) for n in range(1, plan.stream_processors + 1)]
+        metrics_ports: dict[str, int] = {}
+        for service, instance in [*instances, ("worker", 1)]:
+            port = metrics_port(service, ports, instance)
+            assert port is not None  # both variables are set just above
+            metrics_ports[instance_name(service, instance)] = port
         waiter = NotifyingCollector(KafkaSettings())
         waiter.start()
         try:

@@ -132,17 +132,24 @@ _METRICS_PORT_VARIABLES = {
 }
 
 
-def instance_env(name: str, env: dict[str, str], instance: int) -> dict[str, str]:
-    """``env`` for a service's ``instance``, with its metrics port moved 10 per instance.
+def metrics_port(name: str, env: dict[str, str], instance: int = 1) -> int | None:
+    """The port a service's ``instance`` serves its metrics on; None when none is set.
 
-    The port may be set in ``env`` or in this process's environment, which the service
-    inherits: either way a second instance must not try to bind the first one's port.
+    The first instance's port may be set in ``env`` or in this process's environment, which
+    the service inherits; each further instance serves 10 ports above the previous one.
     """
     variable = _METRICS_PORT_VARIABLES.get(name)
     port = (env.get(variable) or os.environ.get(variable)) if variable else None
-    if instance == 1 or variable is None or not port:
+    return int(port) + 10 * (instance - 1) if port else None
+
+
+def instance_env(name: str, env: dict[str, str], instance: int) -> dict[str, str]:
+    """``env`` for a service's ``instance``, with its own metrics port (:func:`metrics_port`):
+    a second instance must not try to bind the first one's."""
+    port = metrics_port(name, env, instance)
+    if instance == 1 or port is None:
         return env
-    return {**env, variable: str(int(port) + 10 * (instance - 1))}
+    return {**env, _METRICS_PORT_VARIABLES[name]: str(port)}
 
 
 def instance_name(name: str, instance: int) -> str:

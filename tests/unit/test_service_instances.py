@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from facegate.pipeline import instance_env, instance_name
+from facegate.pipeline import instance_env, instance_name, metrics_port
 
 PORT = "FACEGATE_STREAM_METRICS_PORT"
 
@@ -23,11 +23,13 @@ def test_second_instance_moves_a_port_it_would_inherit(monkeypatch: pytest.Monke
     monkeypatch.setenv(PORT, "31000")
     assert instance_env("stream-processor", {}, 2) == {PORT: "31010"}
     assert instance_env("stream-processor", {}, 1) == {}
+    assert metrics_port("stream-processor", {}, 3) == 31020
 
 
 def test_services_without_a_metrics_port_are_left_alone(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv(PORT, raising=False)
     assert instance_env("stream-processor", {}, 2) == {}
     assert instance_env("drift", {"A": "1"}, 2) == {"A": "1"}
+    assert metrics_port("stream-processor", {}, 2) is None
     assert instance_name("worker", 1) == "worker"
     assert instance_name("stream-processor", 2) == "stream-processor-2"
