@@ -226,10 +226,15 @@ def soak_command(
 
     from bench.models import probe_frames
     from bench.soak import SoakPlan, run_soak
-    from bench.soak_stats import soak_plot, summary_rows
+    from bench.soak_stats import MIN_SAMPLES, soak_plot, summary_rows
     from producers.roster import demo_photo_folder
     from trainer.build_models import build_all
 
+    if minutes * 60 < MIN_SAMPLES * sample_s:
+        raise click.UsageError(
+            f"--minutes {minutes:g} gives fewer than {MIN_SAMPLES} samples of "
+            f"{sample_s:g} s: the checks compare the first half of the samples with the second"
+        )
     exit_on_sigterm()
     plan = SoakPlan(
         duration_s=minutes * 60,

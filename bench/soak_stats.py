@@ -18,6 +18,8 @@ MEMORY_SLACK_MB = 64.0
 # The backlog of the second half may exceed the first half's peak by this much, plus one
 # sample's worth of arrivals (the backlog is sampled, so it jitters by about that).
 BACKLOG_GROWTH = 1.25
+# Fewer samples than this cannot be split into halves and quarters worth comparing.
+MIN_SAMPLES = 4
 
 
 @dataclass
@@ -50,7 +52,7 @@ def backlog_check(
     samples: Sequence[SoakSample], rate_fps: float, sample_s: float
 ) -> dict[str, Any]:
     """Whether the backlog levels off: the second half's peak against the first half's."""
-    if len(samples) < 4:
+    if len(samples) < MIN_SAMPLES:
         return {"met": False, "why": f"only {len(samples)} samples"}
     half = len(samples) // 2
     first = max(s.backlog for s in samples[:half])
@@ -69,7 +71,7 @@ def memory_check(
 ) -> dict[str, dict[str, Any]]:
     """Per service: resident memory at the end against the end of the warm-up quarter."""
     checks: dict[str, dict[str, Any]] = {}
-    if len(samples) < 4:
+    if len(samples) < MIN_SAMPLES:
         return {name: {"met": False, "why": f"only {len(samples)} samples"} for name in services}
     warm = samples[len(samples) // 4]
     last = samples[-1]

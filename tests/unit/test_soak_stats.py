@@ -98,3 +98,13 @@ def test_rates_summary_and_plot(tmp_path: Path) -> None:
     assert "not judged" in " ".join(rows)
     png = soak_plot(report, tmp_path / "soak.png")
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_a_soak_too_short_to_judge_is_refused_before_it_starts() -> None:
+    from click.testing import CliRunner
+
+    from bench.cli import soak_command
+
+    result = CliRunner().invoke(soak_command, ["--minutes", "0.5"])
+    assert result.exit_code == 2
+    assert "--minutes 0.5 gives fewer than 4 samples of 10 s" in result.output
