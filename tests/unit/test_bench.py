@@ -273,7 +273,9 @@ def test_cpu_meter_leaves_the_services_this_process_started_out_of_its_own_share
     finally:
         child.wait()
     assert used["core_pct"]["service"] > 30
-    assert used["core_pct"][SELF] < 10
+    # Counting the child would make this process's share at least the child's; its own threads
+    # (a test session's clients) may use some CPU meanwhile.
+    assert used["core_pct"][SELF] < used["core_pct"]["service"] / 2
 
 
 def test_all_cores_bound_runs_the_models_in_every_process_together() -> None:
