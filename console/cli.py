@@ -30,8 +30,10 @@ def console_command(ctx: click.Context, host: str | None, port: int | None) -> N
     import uvicorn
 
     from console.app import build_console, create_app
+    from facegate.service_process import lower_priority
 
     settings = _settings(host=host, port=port)
+    lower_priority(settings)
     if not settings.users_path().is_file():
         click.echo(
             f"note: no users yet in {settings.users_path()}; "
@@ -65,7 +67,7 @@ def feedback_consumer_command(metrics_port: int | None) -> None:
     from facegate.kafka_clients import ensure_topics, make_control_consumer, make_producer
     from facegate.object_store import make_object_store
     from facegate.redis_client import make_redis
-    from facegate.service_process import serve_metrics, stop_on_signals
+    from facegate.service_process import lower_priority, serve_metrics, stop_on_signals
     from schemas.topics import FEEDBACK, FRAMES_DLQ
 
     settings = _settings(metrics_port=metrics_port)
@@ -75,6 +77,7 @@ def feedback_consumer_command(metrics_port: int | None) -> None:
         store.make_bucket(s3.bucket_feedback)
     ensure_topics(settings.kafka, [FEEDBACK, FRAMES_DLQ])
     serve_metrics(settings)
+    lower_priority(settings)
     stop = threading.Event()
     stop_on_signals(stop, "stopping the feedback consumer")
     consumer = make_control_consumer(settings.kafka, settings.feedback_group_id, [FEEDBACK.name])

@@ -52,6 +52,10 @@ class BaseServiceSettings(_Settings):
     # Where the metrics endpoint listens: loopback on a workstation; 0.0.0.0 in containers,
     # where Prometheus and the orchestrator's probes reach it from outside the process.
     metrics_host: str = "127.0.0.1"
+    # Added to the process's nice value at start (0-19): a service with a higher value yields
+    # the CPU to the others when they compete for the same cores (one machine).  Containers with
+    # their own CPU share are unaffected.
+    niceness: int = Field(default=0, ge=0, le=19)
 
 
 class KafkaSettings(_Settings):

@@ -6,7 +6,7 @@ import logging
 
 import click
 
-from facegate.service_process import serve_metrics, stop_on_signals
+from facegate.service_process import lower_priority, serve_metrics, stop_on_signals
 from facegate.settings import (
     KafkaSettings,
     MlflowSettings,
@@ -36,6 +36,7 @@ def run_command(metrics_port: int | None) -> None:
 
     stop_on_signals(controller.stopping, "stopping the canary controller")
     serve_metrics(settings)
+    lower_priority(settings)
     controller.run()
 
 

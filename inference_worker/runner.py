@@ -10,7 +10,7 @@ import cv2
 from facegate.heartbeat import Heartbeat
 from facegate.kafka_clients import make_consumer, make_producer
 from facegate.redis_client import make_redis
-from facegate.service_process import serve_metrics, stop_on_signals
+from facegate.service_process import lower_priority, serve_metrics, stop_on_signals
 from inference_worker.gallery import GalleryIndex, GalleryStore
 from inference_worker.gallery_sync import GallerySync
 from inference_worker.metrics import describe_serving_model
@@ -66,6 +66,7 @@ def run_worker(settings: InferenceWorkerSettings) -> None:
 
     stop_on_signals(worker.stopping, "finishing the current batch")
     serve_metrics(settings)
+    lower_priority(settings)
     heartbeat = Heartbeat(client, "worker").start()
     try:
         worker.run()

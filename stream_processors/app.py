@@ -24,6 +24,7 @@ from prometheus_client import start_http_server
 from facegate.heartbeat import Heartbeat
 from facegate.paths import models_dir
 from facegate.redis_client import make_redis
+from facegate.service_process import lower_priority
 from inference_worker.embedder import ModelCard
 from schemas.codec import SchemaError, decode, encode
 from schemas.messages import Verdict
@@ -240,6 +241,7 @@ def _credentials(settings: StreamProcessorSettings) -> Any:
 
 def run(settings: StreamProcessorSettings, loglevel: str = "info") -> None:
     """Run a stream-processor worker until it is stopped."""
+    lower_priority(settings)
     app = create_app(settings)
     worker = faust.Worker(app, loglevel=loglevel)
     worker.execute_from_commandline()

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from facegate.service_process import serve_metrics, stop_on_signals
+from facegate.service_process import lower_priority, serve_metrics, stop_on_signals
 from facegate.settings import load_settings
 
 log = logging.getLogger(__name__)
@@ -32,6 +32,7 @@ def serve_command(metrics_port: int | None) -> None:
 
     stop_on_signals(service.stopping, "stopping after the current run")
     serve_metrics(settings)
+    lower_priority(settings)
     service.run()
 
 

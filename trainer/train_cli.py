@@ -186,6 +186,7 @@ def run_command(
     every process runs this command; rank 0 writes.
     """
     from facegate.object_store import make_object_store
+    from facegate.service_process import lower_priority
     from facegate.settings import load_settings
     from trainer.datasets import load_manifest
     from trainer.training import TrainerSettings, train
@@ -205,6 +206,7 @@ def run_command(
         if value is not None
     }
     settings = load_settings(TrainerSettings, **overrides)
+    lower_priority(settings)
     client = None
     if manifest_ref.startswith("s3://") or not Path(manifest_ref).is_file():
         client = make_object_store(settings.s3)

@@ -49,6 +49,7 @@ from console.actions import evidence_key
 from facegate.errors import FacegateError
 from facegate.object_store import get_bytes
 from facegate.privacy.audit import AuditLog, default_actor
+from facegate.service_process import lower_priority
 from facegate.settings import (
     BaseServiceSettings,
     KafkaSettings,
@@ -379,6 +380,7 @@ def forget_command(
     from facegate.redis_client import make_redis
 
     settings = load_settings(ForgetSettings)
+    lower_priority(settings)
     client = make_redis(settings.redis)
     producer = None if dry_run else make_producer(settings.kafka)
     try:

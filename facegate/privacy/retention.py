@@ -38,6 +38,7 @@ from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
 from facegate.privacy.audit import AuditLog, default_actor
+from facegate.service_process import lower_priority
 from facegate.settings import (
     BaseServiceSettings,
     ObjectStoreSettings,
@@ -240,6 +241,7 @@ def run_retention(dry_run: bool, json_path: Path | None) -> None:
     from facegate.redis_client import make_redis
 
     settings = load_settings(RetentionSettings)
+    lower_priority(settings)
     client = make_redis(settings.redis)
     try:
         report = apply_retention(

@@ -27,7 +27,7 @@ from facegate.kafka_clients import (
     send_acknowledged,
 )
 from facegate.redis_client import make_redis
-from facegate.service_process import serve_metrics, stop_on_signals
+from facegate.service_process import lower_priority, serve_metrics, stop_on_signals
 from schemas.codec import SchemaError, decode, encode
 from schemas.messages import DriftReport, Feedback, Verdict
 from schemas.topics import DRIFT, FEEDBACK, FRAMES_DLQ, VERDICTS
@@ -145,6 +145,7 @@ def run_monitor(settings: DriftSettings) -> None:
 
     stop_on_signals(service.stopping, "reporting open windows and stopping")
     serve_metrics(settings)
+    lower_priority(settings)
     heartbeat = Heartbeat(make_redis(settings.redis), SERVICE).start()
     log.info(
         "drift monitor: group %s, windows of %d verdicts or %.0f s",

@@ -28,7 +28,7 @@ log = logging.getLogger(__name__)
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 MANIFEST_ARTIFACT = "dataset_manifest.json"
-_NOT_PARAMS = {"s3", "mlflow", "metrics_port", "metrics_host", "progress"}
+_NOT_PARAMS = {"s3", "mlflow", "metrics_port", "metrics_host", "niceness", "progress"}
 
 
 def code_version() -> str:
