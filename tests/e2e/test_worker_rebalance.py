@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from pathlib import Path
 
 import pytest
 from kafka import KafkaAdminClient
@@ -17,34 +16,12 @@ from kafka import KafkaAdminClient
 from facegate.pipeline import start_service
 from facegate.settings import KafkaSettings
 from inference_worker.settings import InferenceWorkerSettings
-from producers.publisher import FramePublisher
-from producers.settings import ProducerSettings
-from schemas.messages import Frame, new_id, now
 from tests.e2e.conftest import RunningPipeline
+from tests.gate_frames import frames_of, publish
 
 pytestmark = pytest.mark.e2e
 
 SECOND = "worker-2"
-
-
-def publish(photos: list[tuple[str, Path]], exam: str) -> set[str]:
-    frames = [
-        Frame(
-            frame_id=new_id(),
-            gate_id=f"gate-{i % 4}",
-            exam_id=exam,
-            claimed_student_id=student,
-            captured_at=now(),
-            published_at=now(),
-            source="test",
-            image=path.read_bytes(),
-        )
-        for i, (student, path) in enumerate(photos)
-    ]
-    with FramePublisher(ProducerSettings()) as publisher:
-        for frame in frames:
-            publisher.publish(frame)
-    return {f.frame_id for f in frames}
 
 
 class GroupAdmin(KafkaAdminClient):  # type: ignore[misc]
@@ -80,7 +57,7 @@ def test_a_worker_joining_and_leaving_repeats_no_verdict(pipeline: RunningPipeli
     photos = [(s.student_id, p) for s in students for p in s.probe_photos][:12]
     wait_for_members(1, 30)
 
-    before = publish(photos * 2, "rebalance-exam")
+    before = publish(frames_of(photos * 2, "rebalance-exam", gates=4))
     deadline = time.monotonic() + 120
     while len(before & pipeline.collector.answered()) < 3:
         assert time.monotonic() < deadline, "no verdicts before the second worker started"
@@ -88,12 +65,12 @@ def test_a_worker_joining_and_leaving_repeats_no_verdict(pipeline: RunningPipeli
     start_service(pipeline.stack, "worker", pipeline.env, instance=2)
     try:
         wait_for_members(2, 120)
-        during = publish(photos * 2, "rebalance-exam")
+        during = publish(frames_of(photos * 2, "rebalance-exam", gates=4))
         assert not pipeline.collector.wait_for(before | during, timeout_s=180)
     finally:
         assert pipeline.stack.table.stop(SECOND)
     wait_for_members(1, 60)
-    after = publish(photos, "rebalance-exam")
+    after = publish(frames_of(photos, "rebalance-exam", gates=4))
     assert not pipeline.collector.wait_for(after, timeout_s=180)
 
     ids = before | during | after

@@ -31,10 +31,8 @@ from facegate.pipeline import (
 from facegate.settings import KafkaSettings, MlflowSettings
 from facegate.stack import LocalStack
 from facegate.stack.ports import free_port_block, private_stack_settings
-from producers.publisher import FramePublisher
 from producers.roster import Roster, Student, load_roster
-from producers.settings import ProducerSettings
-from schemas.messages import Frame, Verdict, new_id, now
+from schemas.messages import Verdict
 from tests.stack_env import exported_stack
 
 FACEGATE = [sys.executable, "-m", "facegate"]
@@ -137,31 +135,6 @@ def fault_pipeline(fault_stack: FaultStack, lfw_dir: Path) -> Iterator[FaultPipe
         collector.stop()
         for name in SERVICES:
             stack.table.stop(name)
-
-
-def frames_of(photos: list[tuple[str, Path]], exam_id: str, gates: int = 3) -> list[Frame]:
-    """Gate frames of real photos, each claiming the student in the photo."""
-    return [
-        Frame(
-            frame_id=new_id(),
-            gate_id=f"gate-{i % gates}",
-            exam_id=exam_id,
-            claimed_student_id=student,
-            captured_at=now(),
-            published_at=now(),
-            source="test",
-            image=path.read_bytes(),
-        )
-        for i, (student, path) in enumerate(photos)
-    ]
-
-
-def publish(frames: list[Frame]) -> set[str]:
-    """Publish frames and wait for the broker's acknowledgements; return their ids."""
-    with FramePublisher(ProducerSettings()) as publisher:
-        for frame in frames:
-            publisher.publish(frame)
-    return {f.frame_id for f in frames}
 
 
 def one_verdict_each(collector: VerdictCollector, ids: set[str]) -> dict[str, Verdict]:

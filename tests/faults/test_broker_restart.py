@@ -50,7 +50,8 @@ from schemas.codec import decode
 from schemas.messages import Face, Frame, Verdict
 from schemas.topics import FACES, FRAMES, VERDICTS, Topic
 from stream_processors.vision.mtcnn import MtcnnDetector
-from tests.faults.conftest import frames_of, one_verdict_each, publish
+from tests.faults.conftest import one_verdict_each
+from tests.gate_frames import frames_of, publish
 from tests.stack_env import exported_stack
 from tests.topic_reader import read_topic
 

@@ -6,7 +6,8 @@ import time
 
 import pytest
 
-from tests.faults.conftest import FaultPipeline, frames_of, one_verdict_each, publish
+from tests.faults.conftest import FaultPipeline, one_verdict_each
+from tests.gate_frames import frames_of, publish
 
 pytestmark = [pytest.mark.faults]
 

@@ -29,7 +29,8 @@ from schemas.codec import encode
 from schemas.messages import Enrollment, now
 from schemas.topics import ENROLLMENTS
 from stream_processors.attendance import AttendanceTable
-from tests.faults.conftest import FaultPipeline, frames_of, one_verdict_each, publish
+from tests.faults.conftest import FaultPipeline, one_verdict_each
+from tests.gate_frames import frames_of, publish
 
 pytestmark = [pytest.mark.faults]
 
