@@ -32,10 +32,9 @@ def _sink(
 
     if dry_run:
         return nullcontext(DryRunSink(settings.max_frame_bytes))
-    if settings.metrics_port:
-        from prometheus_client import start_http_server
+    from facegate.service_process import serve_metrics
 
-        start_http_server(settings.metrics_port, addr=settings.metrics_host)
+    serve_metrics(settings)
     return FramePublisher(settings)
 
 

@@ -19,12 +19,11 @@ from typing import Any
 import cv2
 import faust
 import redis
-from prometheus_client import start_http_server
 
 from facegate.heartbeat import Heartbeat
 from facegate.paths import models_dir
 from facegate.redis_client import make_redis
-from facegate.service_process import lower_priority
+from facegate.service_process import lower_priority, serve_metrics
 from inference_worker.embedder import ModelCard
 from schemas.codec import SchemaError, decode, encode
 from schemas.messages import Verdict
@@ -168,8 +167,7 @@ def create_app(settings: StreamProcessorSettings) -> faust.App:
     attendance = AttendanceTable(redis_client)
     # Started with the process; a killed processor's key expires on its own.
     Heartbeat(redis_client, "stream-processor").start()
-    if settings.metrics_port:
-        start_http_server(settings.metrics_port, addr=settings.metrics_host)
+    serve_metrics(settings)
 
     @app.agent(frames_topic)
     async def analyse_frames(stream: faust.StreamT[bytes]) -> None:
