@@ -36,6 +36,11 @@ class RunningPipeline:
     collector: VerdictCollector
     model_version: str
 
+    def enrolled_probe_photos(self, limit: int) -> list[tuple[str, Path]]:
+        """Up to ``limit`` (student id, probe photo) pairs of the enrolled students."""
+        students = [s for s in self.roster.students if s.student_id in self.enrolled]
+        return [(s.student_id, p) for s in students for p in s.probe_photos][:limit]
+
 
 @pytest.fixture(scope="session")
 def pipeline(local_stack: LocalStack, lfw_dir: Path) -> Iterator[RunningPipeline]:

@@ -10,10 +10,8 @@ from collections import defaultdict
 import pytest
 
 from facegate.pipeline import start_service
-from producers.publisher import FramePublisher
-from producers.settings import ProducerSettings
-from schemas.messages import Frame, new_id, now
 from tests.e2e.conftest import RunningPipeline
+from tests.gate_frames import frames_of, publish
 
 pytestmark = pytest.mark.e2e
 
@@ -21,27 +19,10 @@ pytestmark = pytest.mark.e2e
 def test_sigkill_mid_stream_loses_nothing_and_repeats_are_recognised(
     pipeline: RunningPipeline,
 ) -> None:
-    students = [s for s in pipeline.roster.students if s.student_id in pipeline.enrolled]
-    photos = [(s.student_id, p) for s in students for p in s.probe_photos][:12]
-    frames = [
-        Frame(
-            frame_id=new_id(),
-            gate_id=f"gate-{i % 4}",
-            exam_id="crash-exam",
-            claimed_student_id=student,
-            captured_at=now(),
-            published_at=now(),
-            source="test",
-            image=path.read_bytes(),
-        )
-        for i, (student, path) in enumerate(photos * 4)
-    ]
-    ids = {f.frame_id for f in frames}
+    frames = frames_of(pipeline.enrolled_probe_photos(12) * 4, "crash-exam", gates=4)
     worker = pipeline.stack.table.running("worker")
     assert worker is not None
-    with FramePublisher(ProducerSettings()) as publisher:
-        for frame in frames:
-            publisher.publish(frame)
+    ids = publish(frames)
 
     # Kill the worker as soon as some, but not all, of these frames have verdicts.
     deadline = time.monotonic() + 120

@@ -53,8 +53,7 @@ def wait_for_members(count: int, timeout_s: float) -> None:
 
 
 def test_a_worker_joining_and_leaving_repeats_no_verdict(pipeline: RunningPipeline) -> None:
-    students = [s for s in pipeline.roster.students if s.student_id in pipeline.enrolled]
-    photos = [(s.student_id, p) for s in students for p in s.probe_photos][:12]
+    photos = pipeline.enrolled_probe_photos(12)
     wait_for_members(1, 30)
 
     before = publish(frames_of(photos * 2, "rebalance-exam", gates=4))
