@@ -38,8 +38,9 @@ STUDENTS = 6
 MAX_STREAM_PROCESSORS = 8
 FULL = BenchPlan(60, (1, 2, 4, 8, 16), 500, 100, 600, 240)
 QUICK = BenchPlan(16, (1, 8), 100, 20, 80, 40, all_cores_s=4.0)
-# The soak runs one, unlike the benchmark's two: on a 2-core node under 2x overload two stream
-# processors starve the worker, and the 10-minute soak failed its lag check with them (README,
+# The soak runs one, unlike the benchmark's two: on a 2-core node under 2x overload the
+# 10-minute soak failed its lag check with two (faces piled up before the worker, which shares
+# the cores with them and waits on the local broker), also with the processors niced (README,
 # Soak).
 SOAK_STREAM_PROCESSORS = 1
 
