@@ -102,7 +102,8 @@ def _committed(group_id: str, partition: int) -> int | None:
     """The consumer group's committed offset (read without joining the group)."""
     consumer = make_consumer(KafkaSettings(), group_id)
     try:
-        return consumer.committed(TopicPartition(FEEDBACK.name, partition))
+        offset: int | None = consumer.committed(TopicPartition(FEEDBACK.name, partition))
+        return offset
     finally:
         consumer.close()
 
@@ -149,7 +150,8 @@ def test_feedback_during_object_store_outage_is_stored_after_it(
     print(f"object store back after {restart_s:.1f} s")
 
     key = _wait_for_sample(store, s3.bucket_feedback, feedback, timeout_s=60)
-    assert store.stat_object(s3.bucket_feedback, key[:-4] + ".json").size > 0
+    size = store.stat_object(s3.bucket_feedback, key[:-4] + ".json").size
+    assert size is not None and size > 0
     deadline = time.monotonic() + 20
     while (_committed(feedback_consumer, record.partition) or 0) <= record.offset:
         assert time.monotonic() < deadline, "the offset never moved on after the sample was stored"
