@@ -14,6 +14,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import cv2
 import mlflow
@@ -67,7 +68,7 @@ class Topic:
         self.consumer.assign(assigned)
         self.consumer.seek_to_beginning(*assigned)
         self.kind = kind
-        self.seen: list = []
+        self.seen: list[Any] = []
 
     def wait(self, predicate, timeout_s: float, what: str):  # type: ignore[no-untyped-def]
         deadline = time.monotonic() + timeout_s
@@ -95,6 +96,7 @@ def _frames(pipeline: RunningPipeline, count: int, gate: str, dark: bool) -> lis
         data = path.read_bytes()
         if dark:
             image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+            assert image is not None, f"unreadable photo {path}"
             ok, encoded = cv2.imencode(".jpg", cv2.convertScaleAbs(image, alpha=0.3))
             assert ok
             data = encoded.tobytes()

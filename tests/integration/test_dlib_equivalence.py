@@ -58,7 +58,9 @@ def faces(lfw_dir: Path) -> list[tuple[str, npt.NDArray[np.uint8], npt.NDArray[n
     recogniser = dlib.face_recognition_model_v1(str(extract_dlib_file(RESNET_FILE)))
     found = []
     for path in sample_lfw_images(lfw_dir, SAMPLE_SIZE, seed=1):
-        rgb = np.ascontiguousarray(cv2.cvtColor(cv2.imread(str(path)), cv2.COLOR_BGR2RGB))
+        bgr = cv2.imread(str(path))
+        assert bgr is not None, f"unreadable LFW image {path}"
+        rgb = np.ascontiguousarray(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
         detections = list(detector(rgb, 1))
         if not detections:
             continue

@@ -60,6 +60,7 @@ def faces(lfw_dir: Path) -> npt.NDArray[np.uint8]:
     crops = []
     for relpath in chosen:
         bgr = cv2.imread(str(lfw_dir / "images" / relpath))
+        assert bgr is not None, f"unreadable LFW image {relpath}"
         top = (bgr.shape[0] - CENTRE_CROP) // 2
         left = (bgr.shape[1] - CENTRE_CROP) // 2
         crop = bgr[top : top + CENTRE_CROP, left : left + CENTRE_CROP]

@@ -111,7 +111,9 @@ def test_min_face_size_is_respected(
     image, face = _single_face_images(lfw_images, detections)[0]
     # shrink the photo so the face's box is about 30 px high
     factor = 30.0 / face.height
-    small = cv2.resize(image, None, fx=factor, fy=factor, interpolation=cv2.INTER_AREA)
+    small = np.asarray(
+        cv2.resize(image, None, fx=factor, fy=factor, interpolation=cv2.INTER_AREA), np.uint8
+    )
     default = MtcnnDetector(mtcnn_dir, MtcnnConfig(min_face_size=40)).load()
     finer = MtcnnDetector(mtcnn_dir, MtcnnConfig(min_face_size=20)).load()
     assert default.detect(small) == []

@@ -38,6 +38,7 @@ from trainer.datasets import (
     store_manifest,
 )
 from trainer.datasets.faces import read_rgb
+from trainer.datasets.sources import DatasetSource
 from trainer.training import TrainerSettings, train
 from trainer.training.checkpoints import S3CheckpointStore, checkpoint_key
 
@@ -122,7 +123,10 @@ def uploaded(
 
 
 def _build(up: Uploaded) -> DatasetManifest:
-    sources = [FeedbackSource(up.client, up.bucket), EnrollmentSource(up.client, up.bucket)]
+    sources: list[DatasetSource] = [
+        FeedbackSource(up.client, up.bucket),
+        EnrollmentSource(up.client, up.bucket),
+    ]
     return build_manifest(sources, BuildOptions(val_share=0.3, seed=1), progress=False)
 
 

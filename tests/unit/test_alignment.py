@@ -22,7 +22,8 @@ def _similarity(scale: float, degrees: float, tx: float, ty: float) -> np.ndarra
 
 
 def _apply(matrix: np.ndarray, points: np.ndarray) -> np.ndarray:
-    return points @ matrix[:, :2].T + matrix[:, 2]
+    moved: np.ndarray = points @ matrix[:, :2].T + matrix[:, 2]
+    return moved
 
 
 @pytest.mark.parametrize(

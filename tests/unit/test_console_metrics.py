@@ -7,6 +7,7 @@ login and event-stream routes run, with users in a temporary file and an in-memo
 from __future__ import annotations
 
 import asyncio
+from collections.abc import MutableMapping
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
@@ -120,7 +121,7 @@ async def _request(
         "server": ("console.test", 80),
     }
     received = False
-    messages: list[dict[str, Any]] = []
+    messages: list[MutableMapping[str, Any]] = []
 
     async def receive() -> dict[str, Any]:
         nonlocal received
@@ -130,7 +131,7 @@ async def _request(
         await asyncio.Event().wait()  # no disconnect while the response is sent
         raise AssertionError("unreachable")
 
-    async def send(message: dict[str, Any]) -> None:
+    async def send(message: MutableMapping[str, Any]) -> None:
         messages.append(message)
 
     await app(scope, receive, send)
@@ -221,7 +222,7 @@ def test_live_clients_follow_the_event_streams(console: Console) -> None:
             await disconnect.wait()
             return {"type": "http.disconnect"}
 
-        async def send(message: dict[str, Any]) -> None:
+        async def send(message: MutableMapping[str, Any]) -> None:
             if message["type"] == "http.response.body" and message.get("body"):
                 first_event.set()
 

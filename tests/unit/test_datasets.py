@@ -186,7 +186,7 @@ def test_faces_are_aligned_cached_and_no_face_counted(
     assert faces.template_name == aligner.template_name
     assert (tmp_path / "cache" / "crops" / aligner.template_name).is_dir()
     crop = cv2.imread(str(faces.samples[0].path))
-    assert crop.shape == (112, 112, 3)
+    assert crop is not None and crop.shape == (112, 112, 3)
     calls = CountingAligner.calls
     again = prepare_faces(local, tmp_path / "cache", aligner, progress=False)
     assert CountingAligner.calls == calls, "cached crops were aligned again"

@@ -16,7 +16,8 @@ def _face(cx: float, cy: float, side: float, score: float = 0.99) -> DetectedFac
     """A fake square face centred at (cx, cy) with plausible landmarks inside its box."""
     half = side / 2
     unit = np.array([[-0.2, -0.1], [0.2, -0.1], [0.0, 0.1], [-0.15, 0.3], [0.15, 0.3]])
-    return DetectedFace((cx - half, cy - half, cx + half, cy + half), score, unit * side + [cx, cy])
+    landmarks = (unit * side + [cx, cy]).astype(np.float32)
+    return DetectedFace((cx - half, cy - half, cx + half, cy + half), score, landmarks)
 
 
 def test_no_face() -> None:

@@ -38,7 +38,9 @@ def test_config_scrapes_the_services_metrics_ports_and_loads_the_rules(tmp_path:
     assert jobs["facegate-extra"]["file_sd_configs"] == [
         {"files": [str(tmp_path / "targets" / "*.json")]}
     ]
-    [rules] = config["rule_files"]  # type: ignore[misc]
+    rule_files = config["rule_files"]
+    assert isinstance(rule_files, list)
+    [rules] = rule_files
     assert Path(rules).name == "rules.yml" and Path(rules).is_file()
     json.dumps(config)  # written as JSON, which Prometheus reads as YAML
 

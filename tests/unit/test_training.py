@@ -51,7 +51,9 @@ PER_PERSON = 3
 # ---- ArcFace ------------------------------------------------------------------------------
 
 
-def _head_with_angles(cosines: list[float], margin: float = 0.5, easy: bool = False) -> tuple:
+def _head_with_angles(
+    cosines: list[float], margin: float = 0.5, easy: bool = False
+) -> tuple[ArcFaceHead, torch.Tensor]:
     """A head whose 2-d class centres sit at known angles from the embedding (1, 0)."""
     head = ArcFaceHead(2, len(cosines), scale=64.0, margin=margin, easy_margin=easy)
     with torch.no_grad():
