@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
+from typing import Literal
 
 import mlflow
 
@@ -37,6 +38,8 @@ from trainer.registry import (
 log = logging.getLogger(__name__)
 
 CANARY_SHARE_TAG = "rollout.canary_share"
+Alias = Literal["champion", "canary"]
+EventAction = Literal["set", "promoted", "rolled_back"]
 
 
 @dataclass(frozen=True)
@@ -45,7 +48,7 @@ class RolloutStep:
 
     action: str
     version: str
-    alias: str
+    alias: Alias
     reason: str
     previous: str | None = None
 
@@ -91,6 +94,33 @@ def _record(settings: MlflowSettings, step: RolloutStep, metrics: dict[str, floa
     log.info("rollout %s: v%s (%s)", step.action, step.version, step.reason)
 
 
+def _announce(
+    settings: MlflowSettings,
+    kafka: KafkaSettings,
+    step: RolloutStep,
+    action: EventAction,
+    metrics: dict[str, float] | None = None,
+    canary_share: float | None = None,
+    run_id: str | None = None,
+) -> RolloutStep:
+    """Record ``step`` in MLflow, then tell the workers on ``model-events`` (``action``)."""
+    _record(settings, step, metrics or {})
+    publish_event(
+        kafka,
+        ModelEvent(
+            model_name=settings.registered_model,
+            version=step.version,
+            alias=step.alias,
+            action=action,
+            canary_share=canary_share,
+            at=now(),
+            reason=step.reason,
+            run_id=run_id,
+        ),
+    )
+    return step
+
+
 def start_canary(
     mlflow_settings: MlflowSettings,
     kafka: KafkaSettings,
@@ -110,21 +140,15 @@ def start_canary(
     tag_version(mlflow_settings, version, {CANARY_SHARE_TAG: f"{share:.4f}"})
     set_alias(mlflow_settings, "canary", version)
     step = RolloutStep("canary", version, "canary", reason, champion)
-    _record(mlflow_settings, step, {"canary_share": share})
-    publish_event(
+    return _announce(
+        mlflow_settings,
         kafka,
-        ModelEvent(
-            model_name=mlflow_settings.registered_model,
-            version=version,
-            alias="canary",
-            action="set",
-            canary_share=share,
-            at=now(),
-            reason=reason,
-            run_id=run_id or version_tags(mlflow_settings, version).get("training_run"),
-        ),
+        step,
+        "set",
+        {"canary_share": share},
+        canary_share=share,
+        run_id=run_id or version_tags(mlflow_settings, version).get("training_run"),
     )
-    return step
 
 
 def promote_canary(
@@ -143,19 +167,7 @@ def promote_canary(
     set_alias(mlflow_settings, "champion", canary)
     remove_alias(mlflow_settings, "canary")
     step = RolloutStep("promoted", canary, "champion", reason, previous)
-    _record(mlflow_settings, step, metrics or {})
-    publish_event(
-        kafka,
-        ModelEvent(
-            model_name=mlflow_settings.registered_model,
-            version=canary,
-            alias="champion",
-            action="promoted",
-            at=now(),
-            reason=reason,
-        ),
-    )
-    return step
+    return _announce(mlflow_settings, kafka, step, "promoted", metrics)
 
 
 def rollback_canary(
@@ -170,19 +182,7 @@ def rollback_canary(
         raise FacegateError("no canary to roll back")
     remove_alias(mlflow_settings, "canary")
     step = RolloutStep("rolled_back", canary, "canary", reason, champion_version(mlflow_settings))
-    _record(mlflow_settings, step, metrics or {})
-    publish_event(
-        kafka,
-        ModelEvent(
-            model_name=mlflow_settings.registered_model,
-            version=canary,
-            alias="canary",
-            action="rolled_back",
-            at=now(),
-            reason=reason,
-        ),
-    )
-    return step
+    return _announce(mlflow_settings, kafka, step, "rolled_back", metrics)
 
 
 def rollback_champion(
@@ -202,16 +202,4 @@ def rollback_champion(
         )
     set_alias(mlflow_settings, "champion", target)
     step = RolloutStep("champion_rolled_back", target, "champion", reason, current)
-    _record(mlflow_settings, step, {})
-    publish_event(
-        kafka,
-        ModelEvent(
-            model_name=mlflow_settings.registered_model,
-            version=target,
-            alias="champion",
-            action="rolled_back",
-            at=now(),
-            reason=reason,
-        ),
-    )
-    return step
+    return _announce(mlflow_settings, kafka, step, "rolled_back")
