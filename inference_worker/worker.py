@@ -206,6 +206,7 @@ class InferenceWorker:
                     ),
                     **per_face.get(face.frame_id, {}),
                 },
+                batch.first_at,
             )
             verdicts.append(verdict)
         records = [(v.exam_id.encode(), encode(v)) for v in verdicts]
@@ -259,6 +260,7 @@ class InferenceWorker:
         top: list[Candidate],
         crop: npt.NDArray[np.uint8] | None,
         worker_timings: dict[str, float],
+        received_at: float,
     ) -> Verdict:
         claimed = face.claimed_student_id
         model = arm.model
@@ -275,6 +277,9 @@ class InferenceWorker:
         )
         decided_at = now()
         timings = {**face.timings_ms, **worker_timings}
+        # What the face waited in this worker: ``embed`` and ``match`` are its share of the
+        # batch's cost, but every face of a batch waits for the whole batch.
+        timings["in_worker"] = max(0.0, (decided_at - received_at) * 1000)
         timings["end_to_end"] = (decided_at - face.captured_at) * 1000
         sketch_row = None
         if embedding is not None:
