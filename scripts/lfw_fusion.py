@@ -134,9 +134,8 @@ def misses(plan: LfwPlan, table: EmbeddingTable, far: float = 1e-4, worst: int =
     explained = sum(1 for a, b in missed_pairs if a in outliers or b in outliers)
     lines = [
         f"FAR {far:g}: threshold {threshold:.3f}, {len(missed_pairs)} of {pairs.genuine.size} "
-        "genuine pairs "
-        f"missed, {len(missed)} images in them; {len(outliers)} images score below 0.2 on "
-        f"average with their own person and explain {explained} misses",
+        f"genuine pairs missed, {len(missed)} images in them; {len(outliers)} images score "
+        f"below 0.2 on average with their own person and explain {explained} misses",
         "misses  peers  mean-with-peers  image",
     ]
     for image, count in missed.most_common(worst):
