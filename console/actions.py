@@ -15,6 +15,8 @@ from kafka import KafkaProducer
 
 from facegate.errors import FacegateError
 from facegate.privacy.audit import AUDIT_STREAM, AuditEntry, read_audit  # append-only
+from inference_worker.sealed_objects import THUMBNAIL_FIELD, seal_field
+from inference_worker.template_crypto import TemplateCipher, default_cipher
 from schemas.codec import encode
 from schemas.messages import Feedback, Verdict, new_id, now
 from schemas.topics import FEEDBACK
@@ -56,10 +58,17 @@ def make_feedback(verdict: Verdict, action: str, proctor: str, note: str = "") -
 class FeedbackRecorder:
     """Publishes proctors' decisions and writes each to the audit log."""
 
-    def __init__(self, producer: KafkaProducer, client: redis.Redis[bytes], ttl_s: int) -> None:
+    def __init__(
+        self,
+        producer: KafkaProducer,
+        client: redis.Redis[bytes],
+        ttl_s: int,
+        cipher: TemplateCipher | None = None,
+    ) -> None:
         self.producer = producer
         self.client = client
         self.ttl_s = ttl_s
+        self.cipher = cipher or default_cipher()
 
     def record(self, verdict: Verdict, feedback: Feedback) -> None:
         """Store the evidence, publish the feedback (waiting for the broker), then audit it."""
@@ -67,7 +76,13 @@ class FeedbackRecorder:
             "captured_at": str(verdict.captured_at),
             "model_name": verdict.model_name,
             "score": "" if verdict.score is None else str(verdict.score),
-            "thumbnail": verdict.thumbnail or b"",
+            # Sealed with the gallery key (sealed_objects.py) for its days in Redis.
+            THUMBNAIL_FIELD: seal_field(
+                evidence_key(verdict.frame_id),
+                THUMBNAIL_FIELD,
+                verdict.thumbnail or b"",
+                self.cipher,
+            ),
         }
         pipe = self.client.pipeline(transaction=True)
         pipe.hset(evidence_key(verdict.frame_id), mapping=evidence)

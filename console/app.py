@@ -35,6 +35,8 @@ from console.throttle import LoginThrottle
 from console.users import UserStore
 from facegate.heartbeat import alive_instances
 from inference_worker.gallery import student_key
+from inference_worker.sealed_objects import PORTRAIT, PORTRAIT_FIELD, open_field
+from inference_worker.template_crypto import TemplateKeyError
 from stream_processors.attendance import AttendanceTable
 
 SESSION_COOKIE = "facegate_session"
@@ -263,7 +265,12 @@ def create_app(console: Console) -> FastAPI:
     @app.get("/photo/{student_id}")
     async def photo(request: Request, student_id: str) -> Response:
         api_session(request)
-        data = console.redis.hget(student_key(student_id), "photo")
+        key = student_key(student_id)
+        try:
+            stored = console.redis.hget(key, PORTRAIT_FIELD)
+            data = open_field(key, PORTRAIT_FIELD, stored, PORTRAIT)
+        except TemplateKeyError as error:  # names key ids only, never key material
+            raise HTTPException(503, f"enrolment photo cannot be opened: {error}") from None
         if not data:
             raise HTTPException(404, "no enrolment photo")
         return Response(data, media_type="image/jpeg")

@@ -27,6 +27,8 @@ from console.metrics import (
 )
 from facegate.dead_letters import dead_letter_record
 from facegate.kafka_clients import commit_processed, send_acknowledged
+from inference_worker.sealed_objects import EVIDENCE, THUMBNAIL_FIELD, open_field, put_sealed
+from inference_worker.template_crypto import TemplateCipher, TemplateKeyError, default_cipher
 from schemas.codec import SchemaError, decode
 from schemas.messages import Feedback
 from schemas.topics import FRAMES_DLQ
@@ -50,10 +52,19 @@ def _state_key(feedback: Feedback) -> str:
 class FeedbackSink:
     """Handles one feedback message: metrics, per-student state in Redis, the dataset sample."""
 
-    def __init__(self, client: redis.Redis[bytes], store: Minio, bucket: str) -> None:
+    def __init__(
+        self,
+        client: redis.Redis[bytes],
+        store: Minio,
+        bucket: str,
+        cipher: TemplateCipher | None = None,
+    ) -> None:
         self.client = client
         self.store = store
         self.bucket = bucket
+        # Read at start: a missing key that FACEGATE_GALLERY_REQUIRE_KEY demands stops the
+        # service before it consumes anything, not on its first sample.
+        self.cipher = cipher or default_cipher()
 
     def handle(self, feedback: Feedback) -> str | None:
         """Process a feedback; return the object key of its sample, if it has one."""
@@ -63,21 +74,26 @@ class FeedbackSink:
             FALSE_REJECTS.labels(version).inc()
         if is_false_accept(feedback):
             FALSE_ACCEPTS.labels(version).inc()
-        raw = self.client.hgetall(evidence_key(feedback.frame_id))
+        key = evidence_key(feedback.frame_id)
+        raw = self.client.hgetall(key)
         evidence = {k.decode(): v for k, v in raw.items()}
         self._track_student(feedback, evidence)
-        thumbnail = evidence.pop("thumbnail", b"")
+        sealed = evidence.pop(THUMBNAIL_FIELD, b"")
         meta: dict[str, Any] = {k: v.decode() for k, v in evidence.items()}
         sample = sample_for(feedback, meta)
         if sample is None:
+            return None
+        try:
+            thumbnail = open_field(key, THUMBNAIL_FIELD, sealed, EVIDENCE, self.cipher)
+        except TemplateKeyError as error:  # a dropped key, or altered: the face is not usable
+            log.error("frame %s: %s; no sample written", feedback.frame_id, error)
             return None
         if not thumbnail:
             log.warning("no thumbnail for frame %s: no sample written", feedback.frame_id)
             return None
         # Keys are derived from the feedback id: a redelivery rewrites the same objects.
-        self.store.put_object(
-            self.bucket, sample.image_key, io.BytesIO(thumbnail), len(thumbnail), "image/jpeg"
-        )
+        # The face is sealed like a template (sealed_objects.py); the manifest is not a face.
+        put_sealed(self.store, self.bucket, sample.image_key, thumbnail, "image/jpeg", self.cipher)
         body = json.dumps(sample.manifest, indent=1).encode()
         self.store.put_object(
             self.bucket, sample.manifest_key, io.BytesIO(body), len(body), "application/json"

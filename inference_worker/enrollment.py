@@ -24,6 +24,7 @@ from facegate.errors import FacegateError
 from inference_worker.enrollment_photos import EnrollmentPhotos
 from inference_worker.face_pipeline import LocalFacePipeline
 from inference_worker.gallery import GalleryStore, student_key
+from inference_worker.sealed_objects import PORTRAIT_FIELD, seal_field
 from schemas.codec import encode
 from schemas.messages import Enrollment, now
 from schemas.topics import ENROLLMENTS
@@ -155,7 +156,13 @@ def enroll(
         for version, rows in templates.items():
             GalleryStore(client, version).put(entry.student_id, np.stack(rows))
         client.hset(
-            student_key(entry.student_id), mapping={"name": entry.name, "photo": portrait or b""}
+            student_key(entry.student_id),
+            mapping={
+                "name": entry.name,
+                PORTRAIT_FIELD: seal_field(
+                    student_key(entry.student_id), PORTRAIT_FIELD, portrait or b""
+                ),
+            },
         )
         summary.enrolled.append(entry.student_id)
         if producer is not None:

@@ -1,9 +1,10 @@
 """Enrolment photos in the object store: what new model versions re-embed and training reads.
 
 Layout in the datasets bucket (``FACEGATE_S3_BUCKET_DATASETS``):
-``enrollment/student=<student_id>/<sha256 of the bytes>.<ext>``, the photo exactly as enrolled.
-Content-addressed names make re-enrolling the same photo idempotent.  A photo is stored only
-when it was used (one good face): refused photos are never kept.
+``enrollment/student=<student_id>/<sha256 of the bytes>.<ext>``, the photo exactly as enrolled,
+sealed with the gallery key (``sealed_objects.py``).  Content-addressed names make re-enrolling
+the same photo idempotent.  A photo is stored only when it was used (one good face): refused
+photos are never kept.
 """
 
 from __future__ import annotations
@@ -12,7 +13,8 @@ import hashlib
 
 from minio import Minio
 
-from facegate.object_store import get_bytes, put_bytes
+from inference_worker.sealed_objects import PHOTO, get_opened, put_sealed
+from inference_worker.template_crypto import TemplateCipher
 
 PREFIX = "enrollment"
 CONTENT_TYPES = {"jpg": "image/jpeg", "png": "image/png"}
@@ -38,15 +40,16 @@ def student_of(key: str) -> str:
 class EnrollmentPhotos:
     """Students' enrolment photos in one bucket."""
 
-    def __init__(self, client: Minio, bucket: str) -> None:
+    def __init__(self, client: Minio, bucket: str, cipher: TemplateCipher | None = None) -> None:
         self.client = client
         self.bucket = bucket
+        self.cipher = cipher  # None: the process's gallery key settings
 
     def put(self, student_id: str, data: bytes) -> str:
         """Store a photo; return its key."""
         ext = _extension(data)
         key = f"{student_prefix(student_id)}{hashlib.sha256(data).hexdigest()}.{ext}"
-        put_bytes(self.client, self.bucket, key, data, CONTENT_TYPES[ext])
+        put_sealed(self.client, self.bucket, key, data, CONTENT_TYPES[ext], self.cipher)
         return key
 
     def keys(self, student_id: str | None = None) -> list[str]:
@@ -63,8 +66,8 @@ class EnrollmentPhotos:
         return grouped
 
     def get(self, key: str) -> bytes | None:
-        """A photo's bytes, or None when it is gone."""
-        return get_bytes(self.client, self.bucket, key)
+        """A photo's bytes (opened), or None when it is gone."""
+        return get_opened(self.client, self.bucket, key, PHOTO, self.cipher)
 
     def remove_student(self, student_id: str) -> int:
         """Delete every photo of a student; return how many there were."""

@@ -6,7 +6,8 @@ Redis layout (one namespace per model version, so a model change re-embeds into 
   sealed with AES-256-GCM under the gallery key ring (template_crypto.py; plaintext values
   written before encryption are still read);
 - ``facegate:gallery:{version}:dim``: D (not biometric: stored as it is);
-- ``facegate:student:{student}``: hash with ``name`` and ``photo`` (a small JPEG for the console).
+- ``facegate:student:{student}``: hash with ``name`` and ``photo`` (a small JPEG for the console,
+  sealed with the gallery key: sealed_objects.py).
 
 Workers load the whole gallery at start and then follow the ``enrollments`` topic, so
 enrolments and removals reach them without a restart; 1:1 matching compares a probe with
@@ -38,7 +39,7 @@ def _key(version: str, *parts: str) -> str:
 
 
 def student_key(student_id: str) -> str:
-    """The Redis hash of a student's non-biometric details (name, enrolment photo)."""
+    """The Redis hash of a student's details (name, and the enrolment portrait, sealed)."""
     return f"facegate:student:{student_id}"
 
 

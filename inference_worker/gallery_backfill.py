@@ -23,6 +23,7 @@ from inference_worker.enrollment import EnrollmentSummary, RosterEntry, enroll
 from inference_worker.enrollment_photos import EnrollmentPhotos
 from inference_worker.face_pipeline import LocalFacePipeline
 from inference_worker.gallery import GalleryStore, student_key
+from inference_worker.template_crypto import TemplateKeyError
 
 log = logging.getLogger(__name__)
 
@@ -63,20 +64,28 @@ def backfill_version(
     students = GalleryStore(client, reference_version).students()
     report.students = len(students)
     stored = photos.by_student()
+    unreadable: dict[str, str] = {}
+    # The photos are opened (sealed_objects.py) into a private temporary folder, gone after.
     with tempfile.TemporaryDirectory(prefix="facegate-backfill-") as tmp:
         entries: list[RosterEntry] = []
         for student in students:
             keys = stored.get(student, [])
             paths = []
             for number, key in enumerate(keys):
-                data = photos.get(key)
+                try:
+                    data = photos.get(key)
+                except TemplateKeyError as error:  # one photo, not the whole backfill
+                    log.warning("backfill v%s: photo of %s skipped: %s", version, student, error)
+                    unreadable[student] = str(error)
+                    continue
                 if data is None:
                     continue
                 path = Path(tmp) / f"{len(entries)}-{number}{Path(key).suffix}"
                 path.write_bytes(data)
                 paths.append(path)
             if not paths:
-                report.without_photos.append(student)
+                if student not in unreadable:
+                    report.without_photos.append(student)
                 continue
             name = client.hget(student_key(student), "name")
             entries.append(RosterEntry(student, name.decode() if name else student, tuple(paths)))
@@ -90,7 +99,11 @@ def backfill_version(
         )
         bar.close()
     report.enrolled = summary.enrolled
-    report.failed = summary.failed
+    enrolled = set(summary.enrolled)
+    report.failed = {
+        **{s: reason for s, reason in unreadable.items() if s not in enrolled},
+        **summary.failed,
+    }
     log.info(
         "backfill v%s: %d/%d students enrolled, %d without photos",
         version,

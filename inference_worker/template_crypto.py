@@ -2,7 +2,8 @@
 
 A face template is biometric data: whoever copies Redis (a dump, a replica, a backup) must not
 get usable templates with it.  Every template value is sealed before it is written and opened
-after it is read; the in-memory gallery a worker matches against stays plaintext.
+after it is read; the in-memory gallery a worker matches against stays plaintext.  The same
+keys seal the face images kept in Redis and the object store (``sealed_objects.py``).
 
 Stored value (``seal``)::
 
@@ -335,7 +336,9 @@ class TemplateCipher:
         """The value to store under ``redis_key``: sealed with the current key (see module)."""
         if self.ring is None:
             if not self._warned_plaintext:
-                log.warning("gallery templates are written UNENCRYPTED: %s", _KEY_HELP)
+                log.warning(
+                    "gallery templates and face images are written UNENCRYPTED: %s", _KEY_HELP
+                )
                 self._warned_plaintext = True
             return plaintext
         self.ring.refresh()
@@ -344,26 +347,31 @@ class TemplateCipher:
         nonce = os.urandom(NONCE_BYTES)
         return header + nonce + cipher.encrypt(nonce, plaintext, _aad(header, redis_key))
 
-    def open(self, redis_key: str, stored: bytes) -> bytes:
-        """The template bytes stored under ``redis_key``; a plaintext value as it is."""
-        key_id = sealed_key_id(stored, f"gallery template {redis_key}")
+    def open(self, redis_key: str, stored: bytes, what: str = "gallery template") -> bytes:
+        """The bytes stored under ``redis_key``; a plaintext value as it is.
+
+        ``what`` names the value in errors and warnings ("gallery template", "enrolment photo").
+        """
+        key_id = sealed_key_id(stored, f"{what} {redis_key}")
         if key_id is None:
             if not self.allow_plaintext:
                 raise TemplateKeyError(
-                    f"gallery template {redis_key} is not encrypted and "
-                    "FACEGATE_GALLERY_ALLOW_PLAINTEXT is false: enrol the student again"
+                    f"{what} {redis_key} is not encrypted and "
+                    "FACEGATE_GALLERY_ALLOW_PLAINTEXT is false: enrol the student again, or run "
+                    "`facegate gallery rotate-key --reencrypt-only` with the key"
                 )
             if not self._warned_legacy:
                 log.warning(
-                    "gallery holds unencrypted templates (e.g. %s): "
+                    "unencrypted %s values are stored (e.g. %s): "
                     "`facegate gallery rotate-key` encrypts them",
+                    what,
                     redis_key,
                 )
                 self._warned_legacy = True
             return stored
         if self.ring is None:
             raise TemplateKeyError(
-                f"gallery template {redis_key} is encrypted (key {key_id}) "
+                f"{what} {redis_key} is encrypted (key {key_id}) "
                 f"but no gallery key is configured: {_KEY_HELP}"
             )
         cipher = self.ring.cipher(key_id)
@@ -371,7 +379,7 @@ class TemplateCipher:
             cipher = self.ring.cipher(key_id)
         if cipher is None:
             raise TemplateKeyError(
-                f"gallery template {redis_key} is encrypted with key {key_id!r}, which is not in "
+                f"{what} {redis_key} is encrypted with key {key_id!r}, which is not in "
                 f"the gallery key ring ({', '.join(self.ring.ids())}): add that key back"
             )
         header = _header(key_id)
@@ -381,8 +389,8 @@ class TemplateCipher:
             return cipher.decrypt(nonce, stored[nonce_at + NONCE_BYTES :], _aad(header, redis_key))
         except InvalidTag:
             raise TemplateKeyError(
-                f"gallery template {redis_key} fails authentication under key {key_id!r}: "
-                "it was altered or copied from another Redis key"
+                f"{what} {redis_key} fails authentication under key {key_id!r}: "
+                "it was altered or copied from another key"
             ) from None
 
 

@@ -1,5 +1,8 @@
 """``facegate gallery rotate-key``: a new gallery key, every template re-sealed under it.
 
+The face images sealed with the same key go with them: enrolment portraits (Redis), enrolment
+photos and feedback face images (the object store, ``FACEGATE_S3_*``; see sealed_objects.py).
+
 Exported for the lead to register (``gallery.add_command(rotate_key_command)``).  The key file
 is the one the services read (``FACEGATE_GALLERY_KEY_FILE``, else the local stack's); keys
 given inline (``FACEGATE_GALLERY_KEYS``, a container secret) cannot be edited from here, so
@@ -15,8 +18,9 @@ from pathlib import Path
 import click
 
 from facegate.errors import FacegateError
+from facegate.object_store import make_object_store
 from facegate.redis_client import make_redis
-from facegate.settings import RedisSettings, load_settings
+from facegate.settings import ObjectStoreSettings, RedisSettings, load_settings
 from inference_worker.template_crypto import (
     GallerySecuritySettings,
     KeyRing,
@@ -75,6 +79,8 @@ def rotate_key_command(
 ) -> None:
     """Make a new gallery key current and re-encrypt every face template with it.
 
+    Enrolment portraits, enrolment photos and feedback face images are re-encrypted too.
+
     Old keys stay in the key file (templates not yet re-sealed still open) until --drop-old.
     Safe to re-run after an interruption: run it again with --reencrypt-only.
     """
@@ -109,22 +115,25 @@ def rotate_key_command(
                 ring = add_current_key(path, key)
             click.echo(f"key file: {path} ({', '.join(ring.ids())}); current key {_id(ring)}")
         cipher = TemplateCipher(ring)
-        report = reencrypt_all(client, cipher, progress)
+        s3 = load_settings(ObjectStoreSettings)
+        store = (make_object_store(s3), s3)
+        report = reencrypt_all(client, cipher, progress, store)
         _echo(report)
         old = ring.ids()[1:]
         if not report.complete:
             raise FacegateError(
-                f"{len(report.failed)} template(s) could not be re-encrypted (listed above); "
+                f"{len(report.failed)} template(s) or image(s) could not be re-encrypted "
+                "(listed above); "
                 f"old keys kept: {', '.join(old) or 'none'}"
             )
         if not drop_old:
             if old:
                 click.echo(f"old keys kept: {', '.join(old)} (remove them with --drop-old)")
             return
-        check = reencrypt_all(client, cipher, progress=False)
+        check = reencrypt_all(client, cipher, progress=False, store=store)
         if not check.complete:
             _echo(check)
-            raise FacegateError("templates failed on the second pass: old keys kept")
+            raise FacegateError("templates or images failed on the second pass: old keys kept")
         if inline:
             click.echo(
                 f"every template is under {_id(ring)}: "

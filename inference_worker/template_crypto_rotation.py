@@ -1,5 +1,9 @@
 """Key rotation of the gallery: every stored template re-sealed under the current key.
 
+The same pass re-seals the face images sealed with the gallery key (``sealed_objects.py``):
+enrolment portraits in Redis and, when an object store is given, enrolment photos and
+feedback face images; an old key may go only when none of them needs it either.
+
 Rotation is two steps, each safe to interrupt and repeat:
 
 1. the key file gets the new key first, the old ones kept after it (one atomic replace), so
@@ -31,10 +35,20 @@ from pathlib import Path
 from typing import Literal, cast
 
 import redis
+from minio import Minio
 from tqdm import tqdm
 
 from facegate.errors import FacegateError
+from facegate.settings import ObjectStoreSettings
 from inference_worker.gallery import GalleryStore, gallery_versions, unlisted_template_keys
+from inference_worker.sealed_objects import (
+    SEALED_FIELDS,
+    field_address,
+    keys_with_field,
+    reseal_field,
+    reseal_object,
+    sealed_objects,
+)
 from inference_worker.template_crypto import (
     GalleryKey,
     KeyRing,
@@ -85,11 +99,16 @@ class RotationReport:
 
     key_id: str
     counts: dict[str, Counter[str]] = field(default_factory=dict)
-    # Redis key -> why it could not be re-sealed (no key material in it).
+    # Face images by kind ("enrolment photo", ...): they are not templates of a version.
+    images: dict[str, Counter[str]] = field(default_factory=dict)
+    # Redis key or object address -> why it could not be re-sealed (no key material in it).
     failed: dict[str, str] = field(default_factory=dict)
 
     def add(self, version: str, outcome: Outcome) -> None:
         self.counts.setdefault(version, Counter())[outcome] += 1
+
+    def add_image(self, what: str, outcome: Outcome) -> None:
+        self.images.setdefault(what, Counter())[outcome] += 1
 
     def total(self, outcome: Outcome) -> int:
         return sum(c[outcome] for c in self.counts.values())
@@ -104,17 +123,18 @@ class RotationReport:
         return not self.failed
 
     def lines(self) -> list[str]:
-        """One line per version and one for the total, for the command's output."""
+        """One line per version, one for the total and one per kind of face image."""
 
-        def line(label: str, counts: Counter[str]) -> str:
+        def line(label: str, counts: Counter[str], unit: str = "templates") -> str:
             parts = ", ".join(f"{counts[o]} {o}" for o in OUTCOMES if counts[o])
-            return f"{label}: {sum(counts.values())} templates ({parts or 'none'})"
+            return f"{label}: {sum(counts.values())} {unit} ({parts or 'none'})"
 
         rows = [line(f"  v{v}" if v != UNLISTED else f"  {v}", c) for v, c in self.counts.items()]
         total: Counter[str] = Counter()
         for counts in self.counts.values():
             total.update(counts)
-        return [*rows, line(f"  all versions, key {self.key_id}", total)]
+        images = [line(f"  {what}s", c, "images") for what, c in self.images.items()]
+        return [*rows, line(f"  all versions, key {self.key_id}", total), *images]
 
 
 def _targets(client: redis.Redis[bytes]) -> list[tuple[str, str]]:
@@ -153,10 +173,59 @@ def reseal(client: redis.Redis[bytes], cipher: TemplateCipher, key: str) -> Outc
                 continue  # written meanwhile: read it again
 
 
+def _image_outcome(before: str | None, exists: bool, current: str) -> Outcome:
+    if not exists:
+        return "missing"
+    if before == current:
+        return "current"
+    return "migrated" if before is None else "rewritten"
+
+
+def reseal_images(
+    client: redis.Redis[bytes],
+    cipher: TemplateCipher,
+    report: RotationReport,
+    store: tuple[Minio, ObjectStoreSettings] | None,
+    progress: bool,
+) -> None:
+    """Re-seal the face images in Redis hashes and in the object store."""
+    current = report.key_id
+    for what, pattern, hash_field in SEALED_FIELDS:
+        for key in keys_with_field(client, pattern, hash_field):
+            try:
+                before, exists = reseal_field(client, key, hash_field, what, cipher)
+                report.add_image(what, _image_outcome(before, exists, current))
+            except TemplateKeyError as error:
+                report.failed[field_address(key, hash_field)] = str(error)
+                report.add_image(what, "failed")
+    if store is None:
+        return
+    minio, s3 = store
+    try:
+        targets = list(sealed_objects(minio, s3))
+    except Exception as error:  # an unreachable store: nothing there can be called re-sealed
+        report.failed[f"object store {s3.endpoint}"] = f"cannot list it: {error}"
+        return
+    bar = tqdm(targets, desc=f"re-encrypting images (key {current})", disable=not progress)
+    for what, bucket, key in bar:
+        address = f"s3://{bucket}/{key}"
+        try:
+            before, exists = reseal_object(minio, bucket, key, what, cipher)
+            report.add_image(what, _image_outcome(before, exists, current))
+        except Exception as error:  # a key missing from the ring, or the store going away
+            report.failed[address] = str(error)
+            report.add_image(what, "failed")
+    bar.close()
+
+
 def reencrypt_all(
-    client: redis.Redis[bytes], cipher: TemplateCipher, progress: bool = True
+    client: redis.Redis[bytes],
+    cipher: TemplateCipher,
+    progress: bool = True,
+    store: tuple[Minio, ObjectStoreSettings] | None = None,
 ) -> RotationReport:
-    """Re-seal every template of every model version under the cipher's current key."""
+    """Re-seal every template of every model version under the cipher's current key, and
+    the face images sealed with the gallery key (those in ``store``'s buckets when given)."""
     key_id = cipher.current_key_id()
     if key_id is None:
         raise TemplateKeyError("re-encryption needs a gallery key")
@@ -171,13 +240,16 @@ def reencrypt_all(
             outcome = "failed"
         report.add(version, outcome)
     bar.close()
+    reseal_images(client, cipher, report, store, progress)
     log.info(
-        "re-encryption under %s: %d templates, %d rewritten, %d migrated, %d failed",
+        "re-encryption under %s: %d templates, %d rewritten, %d migrated, %d failed; "
+        "face images %s",
         key_id,
         report.templates,
         report.total("rewritten"),
         report.total("migrated"),
         report.total("failed"),
+        {what: dict(counts) for what, counts in report.images.items()} or "none",
     )
     return report
 

@@ -24,6 +24,7 @@ from facegate.errors import FacegateError
 from facegate.kafka_clients import make_consumer
 from facegate.settings import KafkaSettings, ObjectStoreSettings
 from facegate.stack.ports import free_port_block
+from inference_worker.sealed_objects import get_opened
 from producers.publisher import FramePublisher
 from producers.settings import ProducerSettings
 from schemas.codec import decode
@@ -200,8 +201,14 @@ def _samples(feedback_ids: set[str], timeout_s: float) -> dict[str, dict[str, An
             stem = name.rsplit("/", 1)[-1].rsplit(".", 1)[0]
             if stem in feedback_ids and name.endswith(".json") and stem not in manifests:
                 manifest = json.loads(store.get_object(s3.bucket_feedback, name).read())
-                image = store.get_object(s3.bucket_feedback, manifest["image"]).read()
-                manifests[stem] = {**manifest, "key": name, "jpeg": image[:2] == b"\xff\xd8"}
+                # Stored sealed with the gallery key (sealed_objects.py): a JPEG once opened.
+                sealed = store.get_object(s3.bucket_feedback, manifest["image"]).read()
+                image = get_opened(store, s3.bucket_feedback, manifest["image"], "face") or b""
+                manifests[stem] = {
+                    **manifest,
+                    "key": name,
+                    "jpeg": image[:2] == b"\xff\xd8" and sealed[:2] != b"\xff\xd8",
+                }
         time.sleep(0.3)
     return manifests
 

@@ -10,12 +10,15 @@ import pytest
 from minio import Minio
 from prometheus_client import REGISTRY
 
-from console.actions import FeedbackRecorder, make_feedback
+from console.actions import FeedbackRecorder, evidence_key, make_feedback
 from console.feedback_consumer import FeedbackSink
 from facegate.kafka_clients import make_producer
+from facegate.object_store import make_object_store
 from facegate.redis_client import make_redis
 from facegate.settings import KafkaSettings, ObjectStoreSettings, RedisSettings
 from facegate.stack import LocalStack
+from inference_worker.sealed_objects import THUMBNAIL_FIELD, get_opened
+from inference_worker.template_crypto import KeyRing, TemplateCipher, new_key
 from schemas.messages import Verdict, new_id, now
 
 pytestmark = pytest.mark.integration
@@ -76,7 +79,10 @@ def test_retry_then_override_gives_a_sample_metrics_and_audit(local_stack: Local
     recorder.record(second, override)
     key = sink.handle(override)
     assert key is not None and key.endswith(f"/part-7/{override.feedback_id}.jpg")
-    assert store.get_object(s3.bucket_feedback, key).read() == second.thumbnail
+    # The face is sealed with the gallery key (sealed_objects.py); the key opens it.
+    stored = store.get_object(s3.bucket_feedback, key).read()
+    assert second.thumbnail and second.thumbnail[:32] not in stored
+    assert get_opened(store, s3.bucket_feedback, key, "feedback face image") == second.thumbnail
     manifest = json.loads(store.get_object(s3.bucket_feedback, key[:-4] + ".json").read())
     assert (manifest["student_id"], manifest["label"], manifest["model_version"]) == (
         "s1",
@@ -96,3 +102,35 @@ def test_retry_then_override_gives_a_sample_metrics_and_audit(local_stack: Local
     assert audit.index(override.feedback_id) < audit.index(retry.feedback_id)  # newest first
     producer.close()
     client.close()
+
+
+def test_evidence_is_sealed_and_one_that_cannot_be_opened_writes_no_sample(
+    local_stack: LocalStack,
+) -> None:
+    s3 = ObjectStoreSettings()
+    store = make_object_store(s3)
+    client = make_redis(RedisSettings())
+    producer = make_producer(KafkaSettings())
+    try:
+        exam = f"exam-{new_id()[:8]}"
+        # The console seals the face it keeps for the consumer: Redis holds no JPEG.
+        recorder = FeedbackRecorder(producer, client, ttl_s=600)
+        verdict = _verdict(exam, "s1", "reject", now())
+        feedback = make_feedback(verdict, "accept_manual", "proctor1")
+        recorder.record(verdict, feedback)
+        kept = client.hget(evidence_key(verdict.frame_id), THUMBNAIL_FIELD)
+        assert verdict.thumbnail and kept and verdict.thumbnail[:32] not in kept
+        # A console whose key the consumer does not have (a key dropped too early): the sink
+        # says so, writes no sample and goes on; it does not die on the record.
+        foreign = FeedbackRecorder(producer, client, 600, TemplateCipher(KeyRing([new_key("x")])))
+        other = _verdict(exam, "s2", "reject", now())
+        unreadable = make_feedback(other, "accept_manual", "proctor1")
+        foreign.record(other, unreadable)
+        sink = FeedbackSink(client, store, s3.bucket_feedback)
+        assert sink.handle(unreadable) is None
+        key = sink.handle(feedback)
+        assert key is not None
+        assert get_opened(store, s3.bucket_feedback, key, "face") == verdict.thumbnail
+    finally:
+        producer.close()
+        client.close()

@@ -47,6 +47,7 @@ from inference_worker.enrollment import RosterEntry
 from inference_worker.enrollment_photos import EnrollmentPhotos
 from inference_worker.enrollment_service import enroll_roster, unenroll_students
 from inference_worker.gallery import GalleryStore, student_key
+from inference_worker.sealed_objects import PORTRAIT, PORTRAIT_FIELD, open_field
 from schemas.codec import SchemaError, decode
 from schemas.messages import Enrollment, Feedback, Verdict, new_id, now
 from schemas.topics import ENROLLMENTS
@@ -193,8 +194,11 @@ def student_everywhere(champion: str, lfw_people: list[list[Path]], stores: Stor
     assert served is not None
     # A model version no longer served still holds their templates.
     GalleryStore(stores.client, RETIRED_VERSION).put(student, served)
-    portrait = stores.client.hget(student_key(student), "photo")
-    assert portrait
+    sealed = stores.client.hget(student_key(student), PORTRAIT_FIELD)
+    # Enrolment keeps the portrait sealed (sealed_objects.py): Redis holds no JPEG.
+    assert sealed and not sealed.startswith(b"\xff\xd8")
+    portrait = open_field(student_key(student), PORTRAIT_FIELD, sealed, PORTRAIT)
+    assert portrait is not None and portrait.startswith(b"\xff\xd8")
     exam = f"exam-{new_id()[:8]}"
     verdict = _verdict(student, exam, portrait, champion)
     AttendanceTable(stores.client).record(verdict)

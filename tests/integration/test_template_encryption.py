@@ -1,27 +1,46 @@
-"""Templates encrypted at rest in the real Redis of the local stack, and key rotation.
+"""Templates and face images encrypted at rest in the real Redis and object store of the local
+stack, and key rotation.
 
-The rotation test works in a Redis database of its own (the stack's server, database 9) with a
-key file of its own, because ``rotate-key`` re-seals every template it finds: the session's
-other tests keep the stack's key and database 0.
+The rotation tests work in a Redis database of their own (the stack's server, database 9) with
+a key file of their own, and point the datasets and feedback buckets at buckets of their own,
+because ``rotate-key`` re-seals every template and face image it finds: the session's other
+tests keep the stack's key, database 0 and buckets.
 """
 
 from __future__ import annotations
 
 import os
 import stat
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 import redis
 from click.testing import CliRunner
+from minio import Minio
 
+from console.actions import evidence_key
 from facegate.errors import FacegateError
+from facegate.object_store import get_bytes, make_object_store, put_bytes
 from facegate.redis_client import make_redis
-from facegate.settings import RedisSettings
+from facegate.settings import ObjectStoreSettings, RedisSettings, load_settings
 from facegate.stack import LocalStack
-from inference_worker.gallery import GalleryStore, Vector, normalise
+from inference_worker.enrollment_photos import EnrollmentPhotos
+from inference_worker.face_pipeline import get_pipeline
+from inference_worker.gallery import GalleryStore, Vector, normalise, student_key
+from inference_worker.gallery_backfill import backfill_version
+from inference_worker.sealed_objects import (
+    PORTRAIT,
+    PORTRAIT_FIELD,
+    THUMBNAIL_FIELD,
+    get_opened,
+    open_field,
+    put_sealed,
+    seal_field,
+)
 from inference_worker.template_crypto import (
     KeyRing,
     TemplateCipher,
@@ -32,6 +51,7 @@ from inference_worker.template_crypto import (
 )
 from inference_worker.template_crypto_cli import rotate_key_command
 from inference_worker.template_crypto_rotation import ROTATION_LOCK
+from tests.conftest import lfw_sample
 
 pytestmark = pytest.mark.integration
 
@@ -44,11 +64,14 @@ def _templates(seed: int, count: int = 3, dim: int = 128) -> Vector:
 
 
 def _use_key_file(url: str, key_file: Path, key_id: str, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """A key file holding one new key, and the test's Redis URL and that file as the settings
-    the CLI reads."""
+    """A key file holding one new key, and the test's Redis URL, that file and buckets of the
+    test's own (not created: a test that needs them makes them) as the settings the CLI reads."""
     write_key_file(key_file, [new_key(key_id)])
     monkeypatch.setenv("FACEGATE_REDIS_URL", url)
     monkeypatch.setenv("FACEGATE_GALLERY_KEY_FILE", str(key_file))
+    suffix = uuid.uuid4().hex[:12]
+    monkeypatch.setenv("FACEGATE_S3_BUCKET_DATASETS", f"rotation-{suffix}-datasets")
+    monkeypatch.setenv("FACEGATE_S3_BUCKET_FEEDBACK", f"rotation-{suffix}-feedback")
     return key_file
 
 
@@ -187,7 +210,7 @@ def test_rotation_refuses_to_drop_keys_while_a_template_cannot_be_read(
     lost.put("orphan", _templates(2))
     result = CliRunner().invoke(rotate_key_command, ["--drop-old", "--no-progress"])
     assert result.exit_code != 0
-    assert "1 template(s) could not be re-encrypted" in str(result.exception)
+    assert "1 template(s) or image(s) could not be re-encrypted" in str(result.exception)
     assert "facegate:gallery:v1:t:orphan" in result.output
     assert len(read_key_file(key_file)) == 2  # nothing dropped
 
@@ -216,3 +239,149 @@ def test_one_rotation_at_a_time(
     assert (
         sealed_key_id(client.get(GalleryStore(client, "v1").template_key("alice")) or b"") == "k2"
     )
+
+
+@pytest.fixture
+def private_buckets(
+    private_redis: tuple[str, redis.Redis[bytes]], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[tuple[Minio, ObjectStoreSettings, Path]]:
+    """A key file (key ``k-old``) and datasets and feedback buckets of the test's own, made."""
+    url, _ = private_redis
+    key_file = _use_key_file(url, tmp_path / "gallery.keys", "k-old", monkeypatch)
+    s3 = load_settings(ObjectStoreSettings)
+    store = make_object_store(s3)
+    buckets = (s3.bucket_datasets, s3.bucket_feedback)
+    for bucket in buckets:
+        store.make_bucket(bucket)
+    try:
+        yield store, s3, key_file
+    finally:
+        for bucket in buckets:
+            for obj in store.list_objects(bucket, recursive=True):
+                store.remove_object(bucket, str(obj.object_name))
+            store.remove_bucket(bucket)
+
+
+def _jpeg(seed: int) -> bytes:
+    pixels = np.random.default_rng(seed).integers(0, 256, (48, 40, 3), dtype=np.uint8)
+    ok, data = cv2.imencode(".jpg", pixels)
+    assert ok
+    return data.tobytes()
+
+
+def test_face_images_are_sealed_where_they_live_and_rotate_with_the_templates(
+    private_redis: tuple[str, redis.Redis[bytes]],
+    private_buckets: tuple[Minio, ObjectStoreSettings, Path],
+) -> None:
+    _, client = private_redis
+    store, s3, key_file = private_buckets
+    photos = EnrollmentPhotos(store, s3.bucket_datasets)  # the cipher of the settings: k-old
+
+    # An enrolment photo: the bucket holds no JPEG, only what the key opens.
+    photo = _jpeg(1)
+    photo_key = photos.put("s1", photo)
+    stored = get_bytes(store, s3.bucket_datasets, photo_key)
+    assert stored is not None and not stored.startswith(b"\xff\xd8") and photo[:64] not in stored
+    assert sealed_key_id(stored) == "k-old"
+    assert photos.get(photo_key) == photo
+    # One written before sealing existed: read as it is, sealed by the rotation.
+    legacy_photo = _jpeg(2)
+    legacy_key = "enrollment/student=s2/legacy.jpg"
+    put_bytes(store, s3.bucket_datasets, legacy_key, legacy_photo, "image/jpeg")
+    assert photos.get(legacy_key) == legacy_photo
+    # A feedback face image and its manifest, which is not a face and stays readable.
+    sample = "feedback/date=2026-12-03/part-v1/f1"
+    face = _jpeg(3)
+    put_sealed(store, s3.bucket_feedback, f"{sample}.jpg", face, "image/jpeg")
+    manifest = b'{"student_id": "s1", "label": "genuine"}'
+    put_bytes(store, s3.bucket_feedback, f"{sample}.json", manifest, "application/json")
+    # In Redis: portraits, one sealed as enrolment writes it and one legacy, and the evidence
+    # of a proctor's decision as the console writes it, with its TTL.
+    portrait, evidence = _jpeg(4), _jpeg(6)
+    s1 = student_key("s1")
+    client.hset(
+        s1, mapping={"name": "One", PORTRAIT_FIELD: seal_field(s1, PORTRAIT_FIELD, portrait)}
+    )
+    client.hset(student_key("s2"), mapping={"name": "Two", PORTRAIT_FIELD: portrait})
+    assert open_field(s1, PORTRAIT_FIELD, client.hget(s1, PORTRAIT_FIELD), PORTRAIT) == portrait
+    decided = evidence_key("frame-1")
+    client.hset(decided, THUMBNAIL_FIELD, seal_field(decided, THUMBNAIL_FIELD, evidence))
+    client.expire(decided, 600)
+    hashes = {
+        (s1, PORTRAIT_FIELD): portrait,
+        (student_key("s2"), PORTRAIT_FIELD): portrait,
+        (decided, THUMBNAIL_FIELD): evidence,
+    }
+
+    # A photo copied under another student's key does not open there.
+    stolen = "enrollment/student=s3/copied.jpg"
+    put_bytes(store, s3.bucket_datasets, stolen, stored, "application/octet-stream")
+    with pytest.raises(FacegateError, match="fails authentication"):
+        photos.get(stolen)
+    store.remove_object(s3.bucket_datasets, stolen)
+
+    result = CliRunner().invoke(rotate_key_command, ["--key-id", "k-new", "--no-progress"])
+    assert result.exit_code == 0, result.output
+    assert "enrolment photos: 2 images (1 rewritten, 1 migrated)" in result.output
+    assert "feedback face images: 1 images (1 rewritten)" in result.output
+    assert "enrolment portraits: 2 images (1 rewritten, 1 migrated)" in result.output
+    assert "decision evidence images: 1 images (1 rewritten)" in result.output
+    for bucket, key in (
+        (s3.bucket_datasets, photo_key),
+        (s3.bucket_datasets, legacy_key),
+        (s3.bucket_feedback, f"{sample}.jpg"),
+    ):
+        assert sealed_key_id(get_bytes(store, bucket, key) or b"") == "k-new", key
+    for key, hash_field in hashes:
+        assert sealed_key_id(client.hget(key, hash_field) or b"") == "k-new", key
+    assert 0 < client.ttl(decided) <= 600  # the evidence still expires
+    assert get_bytes(store, s3.bucket_feedback, f"{sample}.json") == manifest
+
+    # The old key goes: everything still opens with the file's one key, as a new service would.
+    result = CliRunner().invoke(rotate_key_command, ["--reencrypt-only", "--drop-old"])
+    assert result.exit_code == 0, result.output
+    assert "old keys dropped: k-old" in result.output
+    fresh = TemplateCipher(KeyRing.from_file(key_file), allow_plaintext=False)
+    assert EnrollmentPhotos(store, s3.bucket_datasets, fresh).get(photo_key) == photo
+    assert EnrollmentPhotos(store, s3.bucket_datasets, fresh).get(legacy_key) == legacy_photo
+    assert get_opened(store, s3.bucket_feedback, f"{sample}.jpg", "face", fresh) == face
+    for (key, hash_field), image in hashes.items():
+        assert open_field(key, hash_field, client.hget(key, hash_field), "face", fresh) == image
+
+
+def test_rotation_keeps_old_keys_while_a_face_image_cannot_be_read(
+    private_redis: tuple[str, redis.Redis[bytes]],
+    private_buckets: tuple[Minio, ObjectStoreSettings, Path],
+) -> None:
+    store, s3, key_file = private_buckets
+    lost = TemplateCipher(KeyRing([new_key("lost")]))
+    EnrollmentPhotos(store, s3.bucket_datasets, lost).put("orphan", _jpeg(5))
+    result = CliRunner().invoke(rotate_key_command, ["--drop-old", "--no-progress"])
+    assert result.exit_code != 0
+    assert "1 template(s) or image(s) could not be re-encrypted" in str(result.exception)
+    assert "enrollment/student=orphan/" in result.output
+    assert "'lost', which is not in the gallery key ring" in result.output
+    assert len(read_key_file(key_file)) == 2  # nothing dropped
+
+
+def test_a_backfill_skips_a_photo_it_cannot_open_and_enrols_the_others(
+    private_redis: tuple[str, redis.Redis[bytes]],
+    private_buckets: tuple[Minio, ObjectStoreSettings, Path],
+    lfw_dir: Path,
+) -> None:
+    _, client = private_redis
+    store, s3, _ = private_buckets
+    ok_photo, lost_photo = lfw_sample(lfw_dir, 2, seed=7)
+    photos = EnrollmentPhotos(store, s3.bucket_datasets)
+    photos.put("s-ok", ok_photo.read_bytes())
+    lost = TemplateCipher(KeyRing([new_key("lost")]))
+    EnrollmentPhotos(store, s3.bucket_datasets, lost).put("s-lost", lost_photo.read_bytes())
+    reference = GalleryStore(client, "ref")
+    for student in ("s-ok", "s-lost"):
+        reference.put(student, _templates(len(student), count=1, dim=192))
+
+    report = backfill_version("new", get_pipeline(), "ref", client, photos, None)
+    assert report.enrolled == ["s-ok"]
+    assert report.without_photos == []
+    assert "'lost', which is not in the gallery key ring" in report.failed["s-lost"]
+    assert GalleryStore(client, "new").students() == ["s-ok"]

@@ -22,6 +22,7 @@ from facegate.settings import ObjectStoreSettings
 from facegate.stack import LocalStack
 from inference_worker.embedder import Embedder
 from inference_worker.enrollment_photos import EnrollmentPhotos
+from inference_worker.sealed_objects import get_opened, put_sealed
 from schemas.messages import Feedback, new_id, now
 from stream_processors.vision.mtcnn import MtcnnDetector
 from tests.unit.test_datasets import lfw_people, write_arcface_card
@@ -76,7 +77,7 @@ def _feedback(student: str, action: str) -> Feedback:
 def _put_sample(client: Minio, bucket: str, feedback: Feedback, jpeg: bytes) -> str:
     sample = sample_for(feedback, {})
     assert sample is not None
-    put_bytes(client, bucket, sample.image_key, jpeg, "image/jpeg")
+    put_sealed(client, bucket, sample.image_key, jpeg, "image/jpeg")  # as the feedback sink does
     sidecar = json.dumps(sample.manifest).encode()
     put_bytes(client, bucket, sample.manifest_key, sidecar, "application/json")
     return sample.image_key
@@ -159,8 +160,12 @@ def test_manifest_from_the_object_store_is_stored_and_rebuilt_identically(
     assert faces.skipped == {}
     assert len(faces.samples) == 2 * STUDENTS + 1
     by_sha = {s.sha256: s for s in faces.samples}
-    assert by_sha[feedback.sha256].path.read_bytes() == get_bytes(
-        up.client, up.bucket, up.feedback_image_key
+    # The local copy is the opened face; the store holds it sealed.
+    assert by_sha[feedback.sha256].path.read_bytes() == get_opened(
+        up.client, up.bucket, up.feedback_image_key, "feedback face image"
+    )
+    assert get_bytes(up.client, up.bucket, up.feedback_image_key) != get_opened(
+        up.client, up.bucket, up.feedback_image_key, "feedback face image"
     )
 
 
@@ -228,10 +233,17 @@ def test_a_changed_object_stops_the_rebuild(uploaded: Uploaded, tmp_path: Path) 
     key = up.photo_keys[3]
     original = get_bytes(up.client, up.bucket, key)
     assert original is not None
+    photo = EnrollmentPhotos(up.client, up.bucket).get(key)
+    assert photo is not None
     try:
+        # The photo is sealed (sealed_objects.py): altered bytes fail to open.
         put_bytes(up.client, up.bucket, key, original[:-10] + b"\0" * 10, "image/jpeg")
-        with pytest.raises(FacegateError, match=rf"{key}.*changed since the manifest"):
+        with pytest.raises(FacegateError, match=rf"{key}.*cannot be opened.*fails authentication"):
             materialize(manifest, tmp_path / "fresh", up.client, progress=False)
+        # A plaintext photo (stored before sealing existed) that changed: its hash says so.
+        put_bytes(up.client, up.bucket, key, photo[:-10] + b"\0" * 10, "image/jpeg")
+        with pytest.raises(FacegateError, match=rf"{key}.*changed since the manifest"):
+            materialize(manifest, tmp_path / "fresh1", up.client, progress=False)
         up.client.remove_object(up.bucket, key)
         with pytest.raises(FacegateError, match=rf"{key}.*is missing"):
             materialize(manifest, tmp_path / "fresh2", up.client, progress=False)

@@ -19,7 +19,8 @@ from minio import Minio
 from tqdm import tqdm
 
 from facegate.errors import FacegateError
-from facegate.object_store import get_bytes
+from inference_worker.sealed_objects import get_opened
+from inference_worker.template_crypto import TemplateKeyError
 from trainer.datasets.manifest import DatasetManifest, ManifestEntry, Split
 from trainer.datasets.sources import parse_s3_uri
 
@@ -81,7 +82,15 @@ def _local(entry: ManifestEntry, cache_dir: Path, client: Minio | None, version:
     if client is None:
         raise FacegateError(f"{entry.uri}: fetching from the object store needs a client")
     bucket, key = parse_s3_uri(entry.uri)
-    write_atomic(cached, _check(entry, get_bytes(client, bucket, key), version))
+    # Face images are sealed in the store (sealed_objects.py); the manifest hashes them opened.
+    try:
+        data = get_opened(client, bucket, key, "dataset image")
+    except TemplateKeyError as error:  # altered, or sealed with a key no longer in the ring
+        raise FacegateError(
+            f"dataset {version[:12]}: {entry.uri} (identity {entry.identity}) cannot be "
+            f"opened: {error}"
+        ) from None
+    write_atomic(cached, _check(entry, data, version))
     return cached
 
 

@@ -19,6 +19,7 @@ from minio import Minio
 from facegate.object_store import get_bytes
 from inference_worker.enrollment_photos import PREFIX as ENROLLMENT_PREFIX
 from inference_worker.enrollment_photos import EnrollmentPhotos
+from inference_worker.sealed_objects import FEEDBACK_IMAGE, get_opened
 from trainer.datasets.manifest import SourceInfo, SourceKind
 
 log = logging.getLogger(__name__)
@@ -207,7 +208,7 @@ class FeedbackSource:
         return parsed if isinstance(parsed, dict) else None
 
     def _image(self, key: str) -> Callable[[], bytes | None]:
-        return lambda: get_bytes(self.client, self.bucket, key)
+        return lambda: get_opened(self.client, self.bucket, key, FEEDBACK_IMAGE)
 
 
 def object_store_sources(
