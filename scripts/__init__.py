@@ -1,0 +1,1 @@
+"""Experiment and maintenance scripts (run as files: ``.venv/bin/python scripts/NAME.py``)."""
