@@ -19,11 +19,11 @@ from pathlib import Path
 from typing import Any
 
 from bench.broker_hop import broker_hop_ms
-from bench.cli import MAX_STREAM_PROCESSORS
 from bench.cpu import CpuMeter, idle_cpu
 from bench.load import LoadResult, closed_loop
 from bench.memory import RssSampler
 from bench.models import ROSTER_SEED, BenchFrame
+from bench.plan import MAX_STREAM_PROCESSORS
 from bench.stats import latency_summary, stage_summary
 from facegate.pipeline import VerdictCollector
 from facegate.settings import KafkaSettings

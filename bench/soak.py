@@ -24,7 +24,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench.cli import SOAK_STREAM_PROCESSORS
 from bench.memory import tree_rss_mb
 from bench.models import BenchFrame
 from bench.pipeline import (
@@ -36,6 +35,7 @@ from bench.pipeline import (
     service_pids,
     start_pipeline,
 )
+from bench.plan import SOAK_STREAM_PROCESSORS
 from bench.soak_stats import (
     SoakSample,
     backlog_check,
