@@ -1,7 +1,8 @@
 """``facegate gallery rotate-key``: a new gallery key, every template re-sealed under it.
 
-The face images sealed with the same key go with them: enrolment portraits (Redis), enrolment
-photos and feedback face images (the object store, ``FACEGATE_S3_*``; see sealed_objects.py).
+The face images sealed with the same key go with them: enrolment portraits and decision
+evidence (Redis), enrolment photos and feedback face images (the object store,
+``FACEGATE_S3_*``; see sealed_objects.py).
 
 Exported for the lead to register (``gallery.add_command(rotate_key_command)``).  The key file
 is the one the services read (``FACEGATE_GALLERY_KEY_FILE``, else the local stack's); keys
@@ -79,7 +80,8 @@ def rotate_key_command(
 ) -> None:
     """Make a new gallery key current and re-encrypt every face template with it.
 
-    Enrolment portraits, enrolment photos and feedback face images are re-encrypted too.
+    The face images sealed with the same key are re-encrypted too: enrolment portraits and
+    decision evidence in Redis, enrolment photos and feedback face images in the object store.
 
     Old keys stay in the key file (templates not yet re-sealed still open) until --drop-old.
     Safe to re-run after an interruption: run it again with --reencrypt-only.
@@ -123,8 +125,7 @@ def rotate_key_command(
         if not report.complete:
             raise FacegateError(
                 f"{len(report.failed)} template(s) or image(s) could not be re-encrypted "
-                "(listed above); "
-                f"old keys kept: {', '.join(old) or 'none'}"
+                f"(listed above); old keys kept: {', '.join(old) or 'none'}"
             )
         if not drop_old:
             if old:
@@ -136,7 +137,7 @@ def rotate_key_command(
             raise FacegateError("templates or images failed on the second pass: old keys kept")
         if inline:
             click.echo(
-                f"every template is under {_id(ring)}: "
+                f"every template and face image is under {_id(ring)}: "
                 f"remove {', '.join(old) or 'nothing'} from FACEGATE_GALLERY_KEYS"
             )
         else:

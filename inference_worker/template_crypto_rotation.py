@@ -1,8 +1,9 @@
 """Key rotation of the gallery: every stored template re-sealed under the current key.
 
 The same pass re-seals the face images sealed with the gallery key (``sealed_objects.py``):
-enrolment portraits in Redis and, when an object store is given, enrolment photos and
-feedback face images; an old key may go only when none of them needs it either.
+enrolment portraits and decision evidence in Redis and, when an object store is given,
+enrolment photos and feedback face images; an old key may go only when none of them needs it
+either.
 
 Rotation is two steps, each safe to interrupt and repeat:
 
@@ -45,6 +46,7 @@ from inference_worker.sealed_objects import (
     SEALED_FIELDS,
     field_address,
     keys_with_field,
+    object_address,
     reseal_field,
     reseal_object,
     sealed_objects,
@@ -208,12 +210,11 @@ def reseal_images(
         return
     bar = tqdm(targets, desc=f"re-encrypting images (key {current})", disable=not progress)
     for what, bucket, key in bar:
-        address = f"s3://{bucket}/{key}"
         try:
             before, exists = reseal_object(minio, bucket, key, what, cipher)
             report.add_image(what, _image_outcome(before, exists, current))
         except Exception as error:  # a key missing from the ring, or the store going away
-            report.failed[address] = str(error)
+            report.failed[object_address(bucket, key)] = str(error)
             report.add_image(what, "failed")
     bar.close()
 
