@@ -193,7 +193,7 @@ def demo(**kwargs: object) -> None:
 
 @click.group("gallery")
 def gallery_group() -> None:
-    """The gallery of face templates in Redis: encryption keys."""
+    """The gallery of face templates in Redis: the keys that encrypt them and stored face images."""
 
 
 def _register_subcommands() -> None:

@@ -156,8 +156,8 @@ class LocalStack:
             client.close()
 
     def gallery_key_file(self) -> Path:
-        """The key file sealing this stack's face templates (kept by ``down``: without it the
-        templates in Redis could not be read again)."""
+        """The key file sealing this stack's face templates and stored face images (kept by
+        ``down``: without it they could not be read again)."""
         from inference_worker.template_crypto import KEY_FILE_NAME
 
         return self.state_dir / KEY_FILE_NAME
