@@ -127,15 +127,16 @@ class RotationReport:
     def lines(self) -> list[str]:
         """One line per version, one for the total and one per kind of face image."""
 
-        def line(label: str, counts: Counter[str], unit: str = "templates") -> str:
+        def line(label: str, counts: Counter[str], unit: str = "template") -> str:
             parts = ", ".join(f"{counts[o]} {o}" for o in OUTCOMES if counts[o])
-            return f"{label}: {sum(counts.values())} {unit} ({parts or 'none'})"
+            total = sum(counts.values())
+            return f"{label}: {total} {unit}{'' if total == 1 else 's'} ({parts or 'none'})"
 
         rows = [line(f"  v{v}" if v != UNLISTED else f"  {v}", c) for v, c in self.counts.items()]
         total: Counter[str] = Counter()
         for counts in self.counts.values():
             total.update(counts)
-        images = [line(f"  {what}s", c, "images") for what, c in self.images.items()]
+        images = [line(f"  {what}s", c, "image") for what, c in self.images.items()]
         return [*rows, line(f"  all versions, key {self.key_id}", total), *images]
 
 

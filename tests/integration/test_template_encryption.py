@@ -323,9 +323,9 @@ def test_face_images_are_sealed_where_they_live_and_rotate_with_the_templates(
     result = CliRunner().invoke(rotate_key_command, ["--key-id", "k-new", "--no-progress"])
     assert result.exit_code == 0, result.output
     assert "enrolment photos: 2 images (1 rewritten, 1 migrated)" in result.output
-    assert "feedback face images: 1 images (1 rewritten)" in result.output
+    assert "feedback face images: 1 image (1 rewritten)" in result.output
     assert "enrolment portraits: 2 images (1 rewritten, 1 migrated)" in result.output
-    assert "decision evidence images: 1 images (1 rewritten)" in result.output
+    assert "decision evidence images: 1 image (1 rewritten)" in result.output
     for bucket, key in (
         (s3.bucket_datasets, photo_key),
         (s3.bucket_datasets, legacy_key),
