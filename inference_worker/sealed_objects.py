@@ -28,7 +28,6 @@ temporary folder, the trainer's local dataset cache).
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import cast
 
 import redis
 from minio import Minio
@@ -36,7 +35,8 @@ from minio.error import S3Error
 
 from facegate.object_store import get_bytes, put_bytes
 from facegate.settings import ObjectStoreSettings
-from inference_worker.template_crypto import TemplateCipher, default_cipher, sealed_key_id
+from inference_worker.gallery import student_key
+from inference_worker.template_crypto import TemplateCipher, default_cipher
 
 # A sealed object is not an image any more: it is stored as opaque bytes.
 SEALED_CONTENT_TYPE = "application/octet-stream"
@@ -51,7 +51,8 @@ PORTRAIT = "enrolment portrait"
 EVIDENCE = "decision evidence image"
 # (what, Redis key pattern, hash field) of the face images sealed in Redis hashes.
 SEALED_FIELDS = (
-    (PORTRAIT, "facegate:student:*", PORTRAIT_FIELD),
+    (PORTRAIT, student_key("*"), PORTRAIT_FIELD),
+    # console.actions.evidence_key's keys (the console imports this module, not the reverse)
     (EVIDENCE, "facegate:feedback:evidence:*", THUMBNAIL_FIELD),
 )
 
@@ -133,30 +134,6 @@ def sealed_objects(client: Minio, s3: ObjectStoreSettings) -> Iterator[tuple[str
                 raise
 
 
-def reseal_object(
-    client: Minio, bucket: str, key: str, what: str, cipher: TemplateCipher
-) -> tuple[str | None, bool]:
-    """Seal one object again under the cipher's current key unless it already is.
-
-    Returns (the key id it was under, None for plaintext; whether it still exists).  Objects
-    are content-addressed or written once, so a read-then-write cannot overwrite a newer value
-    with an older one (a concurrent forget may delete it; a rewrite after that would bring it
-    back, so the object is checked again just before the write).
-    """
-    stored = get_bytes(client, bucket, key)
-    if stored is None:
-        return None, False
-    address = object_address(bucket, key)
-    key_id = sealed_key_id(stored, f"{what} {address}")
-    if key_id == cipher.current_key_id():
-        return key_id, True
-    plaintext = cipher.open(address, stored, what)
-    if get_bytes(client, bucket, key) is None:
-        return key_id, False
-    put_bytes(client, bucket, key, cipher.seal(address, plaintext), SEALED_CONTENT_TYPE)
-    return key_id, True
-
-
 def keys_with_field(client: redis.Redis[bytes], pattern: str, field: str) -> list[str]:
     """Redis keys matching ``pattern`` whose hash has a non-empty ``field``."""
     found = []
@@ -168,29 +145,3 @@ def keys_with_field(client: redis.Redis[bytes], pattern: str, field: str) -> lis
         except redis.ResponseError:  # WRONGTYPE: not a hash
             continue
     return sorted(found)
-
-
-def reseal_field(
-    client: redis.Redis[bytes], redis_key: str, field: str, what: str, cipher: TemplateCipher
-) -> tuple[str | None, bool]:
-    """Seal a hash field again under the current key unless it already is (an optimistic
-    transaction: a write meanwhile is read again).  Returns (the key id it was under, None for
-    plaintext; whether it still exists)."""
-    address = field_address(redis_key, field)
-    with client.pipeline(transaction=True) as pipe:
-        while True:
-            try:
-                pipe.watch(redis_key)
-                stored = cast("bytes | None", pipe.hget(redis_key, field))
-                if not stored:
-                    return None, False
-                key_id = sealed_key_id(stored, f"{what} {address}")
-                if key_id == cipher.current_key_id():
-                    return key_id, True
-                sealed = cipher.seal(address, cipher.open(address, stored, what))
-                pipe.multi()
-                pipe.hset(redis_key, field, sealed)  # the hash keeps its TTL
-                pipe.execute()
-                return key_id, True
-            except redis.WatchError:
-                continue

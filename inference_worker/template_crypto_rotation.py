@@ -40,15 +40,15 @@ from minio import Minio
 from tqdm import tqdm
 
 from facegate.errors import FacegateError
+from facegate.object_store import get_bytes, put_bytes
 from facegate.settings import ObjectStoreSettings
 from inference_worker.gallery import GalleryStore, gallery_versions, unlisted_template_keys
 from inference_worker.sealed_objects import (
+    SEALED_CONTENT_TYPE,
     SEALED_FIELDS,
     field_address,
     keys_with_field,
     object_address,
-    reseal_field,
-    reseal_object,
     sealed_objects,
 )
 from inference_worker.template_crypto import (
@@ -151,37 +151,66 @@ def _targets(client: redis.Redis[bytes]) -> list[tuple[str, str]]:
     return targets
 
 
-def reseal(client: redis.Redis[bytes], cipher: TemplateCipher, key: str) -> Outcome:
-    """Re-seal the value under ``key`` with the current key, unless it already is."""
+def reseal(
+    client: redis.Redis[bytes],
+    cipher: TemplateCipher,
+    key: str,
+    field: str | None = None,
+    what: str = "gallery template",
+) -> Outcome:
+    """Re-seal the value under ``key`` (or in its hash ``field``: an image, empty meaning none)
+    with the current key, unless it already is."""
     current = cipher.current_key_id()
     if current is None:
         raise TemplateKeyError("re-encryption needs a gallery key")
+    address = key if field is None else field_address(key, field)
     with client.pipeline(transaction=True) as pipe:
         while True:
             try:
                 pipe.watch(key)
                 # After WATCH the pipeline runs commands at once (until MULTI).
-                raw = cast("bytes | None", pipe.get(key))
+                if field is None:
+                    raw = cast("bytes | None", pipe.get(key))
+                else:
+                    raw = cast("bytes | None", pipe.hget(key, field)) or None
                 if raw is None:
                     return "missing"
-                key_id = sealed_key_id(raw, f"gallery template {key}")
+                key_id = sealed_key_id(raw, f"{what} {address}")
                 if key_id == current:
                     return "current"
-                sealed = cipher.seal(key, cipher.open(key, raw))
+                sealed = cipher.seal(address, cipher.open(address, raw, what))
                 pipe.multi()
-                pipe.set(key, sealed, keepttl=True)
+                if field is None:
+                    pipe.set(key, sealed, keepttl=True)
+                else:
+                    pipe.hset(key, field, sealed)  # the hash keeps its TTL
                 pipe.execute()
                 return "migrated" if key_id is None else "rewritten"
             except redis.WatchError:
                 continue  # written meanwhile: read it again
 
 
-def _image_outcome(before: str | None, exists: bool, current: str) -> Outcome:
-    if not exists:
+def reseal_object(
+    client: Minio, bucket: str, key: str, what: str, cipher: TemplateCipher
+) -> Outcome:
+    """Re-seal one object with the current key, unless it already is.
+
+    Objects are content-addressed or written once, so a read-then-write cannot overwrite a
+    newer value with an older one.  A concurrent forget may delete it and a rewrite after that
+    would bring it back, so the object is checked again just before the write.
+    """
+    stored = get_bytes(client, bucket, key)
+    if stored is None:
         return "missing"
-    if before == current:
+    address = object_address(bucket, key)
+    key_id = sealed_key_id(stored, f"{what} {address}")
+    if key_id == cipher.current_key_id():
         return "current"
-    return "migrated" if before is None else "rewritten"
+    plaintext = cipher.open(address, stored, what)
+    if get_bytes(client, bucket, key) is None:
+        return "missing"
+    put_bytes(client, bucket, key, cipher.seal(address, plaintext), SEALED_CONTENT_TYPE)
+    return "migrated" if key_id is None else "rewritten"
 
 
 def reseal_images(
@@ -192,12 +221,10 @@ def reseal_images(
     progress: bool,
 ) -> None:
     """Re-seal the face images in Redis hashes and in the object store."""
-    current = report.key_id
     for what, pattern, hash_field in SEALED_FIELDS:
         for key in keys_with_field(client, pattern, hash_field):
             try:
-                before, exists = reseal_field(client, key, hash_field, what, cipher)
-                report.add_image(what, _image_outcome(before, exists, current))
+                report.add_image(what, reseal(client, cipher, key, hash_field, what))
             except TemplateKeyError as error:
                 report.failed[field_address(key, hash_field)] = str(error)
                 report.add_image(what, "failed")
@@ -209,11 +236,10 @@ def reseal_images(
     except Exception as error:  # an unreachable store: nothing there can be called re-sealed
         report.failed[f"object store {s3.endpoint}"] = f"cannot list it: {error}"
         return
-    bar = tqdm(targets, desc=f"re-encrypting images (key {current})", disable=not progress)
+    bar = tqdm(targets, desc=f"re-encrypting images (key {report.key_id})", disable=not progress)
     for what, bucket, key in bar:
         try:
-            before, exists = reseal_object(minio, bucket, key, what, cipher)
-            report.add_image(what, _image_outcome(before, exists, current))
+            report.add_image(what, reseal_object(minio, bucket, key, what, cipher))
         except Exception as error:  # a key missing from the ring, or the store going away
             report.failed[object_address(bucket, key)] = str(error)
             report.add_image(what, "failed")
