@@ -4,6 +4,8 @@ The service follows ``drift`` (a report whose breached statistics call for retra
 ``enrollments`` (new students since the last run) in its own consumer group, and runs one
 :class:`~trainer.retraining.Retrainer` run at a time.  After a run starts, further requests
 wait out ``cooldown_s``: a drifted afternoon asks for one retraining, not one per window.
+The request a run answers is kept in Redis until the run ends (:mod:`trainer.retrain_ledger`):
+a service killed mid-run resumes it when it starts again.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import redis
 from prometheus_client import Counter, Gauge
 
 from facegate.dead_letters import dead_letter_record
@@ -23,18 +26,22 @@ from facegate.kafka_clients import (
     make_producer,
     send_acknowledged,
 )
+from facegate.redis_client import make_redis
 from inference_worker.gallery_backfill import BACKFILL
 from schemas.codec import SchemaError, decode
 from schemas.messages import DriftReport, Enrollment
 from schemas.topics import DRIFT, ENROLLMENTS, FRAMES_DLQ
 from stream_processors.drift.thresholds import retraining_reasons
+from trainer.retrain_ledger import RetrainLedger
 from trainer.retraining import Retrainer, RetrainOutcome, RetrainSettings
 
 log = logging.getLogger(__name__)
 SERVICE = "retrain"
 
 REQUESTS = Counter(
-    "facegate_retrain_requests_total", "Retraining requests, by trigger.", ["trigger"]
+    "facegate_retrain_requests_total",
+    "Retraining requests, by trigger (resumed: a run the service's end interrupted).",
+    ["trigger"],
 )
 RUNS = Counter(
     "facegate_retrain_runs_total",
@@ -45,7 +52,7 @@ LAST_RUN = Gauge("facegate_retrain_last_run_timestamp_seconds", "When the last r
 # Every outcome is exported from the start, so `increase()` in the alerts sees the first one.
 for _outcome in ("canary", "refused", "failed"):
     RUNS.labels(_outcome)
-for _trigger in ("drift", "enrollments", "schedule"):
+for _trigger in ("drift", "enrollments", "schedule", "resumed"):
     REQUESTS.labels(_trigger)
 
 
@@ -131,10 +138,12 @@ class RetrainService:
         self,
         settings: RetrainSettings,
         run: Callable[[str], RetrainOutcome] | None = None,
+        ledger: RetrainLedger | None = None,
     ) -> None:
         self.settings = settings
         self.triggers = RetrainTriggers(settings)
         self._run = run or Retrainer(settings).run
+        self.ledger = ledger or RetrainLedger(make_redis(settings.redis), settings.group_id)
         self.stopping = threading.Event()
         self.outcomes: list[RetrainOutcome] = []
 
@@ -144,6 +153,7 @@ class RetrainService:
         )
         producer = make_producer(self.settings.kafka)
         try:
+            self.resume_interrupted()
             while not self.stopping.is_set():
                 requests: list[Request] = []
                 letters: list[tuple[bytes | None, bytes]] = []
@@ -161,13 +171,65 @@ class RetrainService:
                     requests.append(clock)
                 if not send_acknowledged(producer, FRAMES_DLQ.name, letters, self.stopping):
                     break  # stopping during a broker outage: uncommitted, redelivered
-                # What was read is acted on now; a crash mid-run does not replay the trigger.
+                request = merged(requests) if requests else None
+                if request is not None:
+                    self.remember(request)
+                # What was read is acted on now: the records are not replayed after a crash
+                # (a run that kills the process would be asked for again on every restart);
+                # the ledger keeps the request until the run ends, for a bounded resume.
                 commit_processed(consumer, self.stopping)
-                if requests:
-                    self.retrain(merged(requests))
+                if request is not None:
+                    self.retrain(request)
         finally:
             consumer.close()
             producer.close()
+
+    def resume_interrupted(self) -> RetrainOutcome | None:
+        """Run again the request of a run that did not end, unless it has had its attempts."""
+        try:
+            pending = self.ledger.take_over()
+        except redis.RedisError as error:
+            log.warning("cannot read the pending retraining (Redis: %s); none resumed", error)
+            return None
+        if pending is None:
+            return None
+        limit = self.settings.max_attempts
+        if pending.attempts > limit:
+            log.error(
+                "retraining given up after %d interrupted attempts (%s): %s",
+                limit,
+                pending.trigger,
+                pending.reason,
+            )
+            RUNS.labels("failed").inc()
+            self._forget()
+            return None
+        log.warning(
+            "resuming a retraining interrupted before it ended, attempt %d of %d: %s",
+            pending.attempts,
+            limit,
+            pending.reason,
+        )
+        REQUESTS.labels("resumed").inc()
+        reason = f"{pending.reason} (attempt {pending.attempts}: the last one was interrupted)"
+        return self.retrain(Request(pending.trigger, reason))
+
+    def remember(self, request: Request) -> None:
+        """Record ``request`` as pending (before its records are committed)."""
+        try:
+            self.ledger.begin(request.trigger, request.reason)
+        except redis.RedisError as error:
+            log.warning(
+                "retraining not recorded as pending (Redis: %s): if this process dies during "
+                "the run, the request is lost",
+                error,
+            )
+
+    def _forget(self) -> None:
+        try:
+            self.ledger.end()
+        except redis.RedisError as error:
+            log.warning("the ended retraining is still recorded as pending (Redis: %s)", error)
 
     def _handle(self, topic: str, value: bytes) -> Request | None:
         """The request a record makes, if any; raises SchemaError on an unreadable one."""
@@ -176,6 +238,14 @@ class RetrainService:
         return self.triggers.on_enrollment(decode(value, Enrollment))
 
     def retrain(self, request: Request) -> RetrainOutcome | None:
+        """Run ``request`` and clear it from the ledger, whatever the outcome (None: failed).
+
+        Only the process's end between the two leaves it pending, to be resumed."""
+        outcome = self._attempt(request)
+        self._forget()
+        return outcome
+
+    def _attempt(self, request: Request) -> RetrainOutcome | None:
         log.info("retraining (%s): %s", request.trigger, request.reason)
         self.triggers.started()
         try:

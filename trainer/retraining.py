@@ -71,6 +71,9 @@ class RetrainSettings(BaseServiceSettings):
     # New enrolments that call for a run; above the demo day's enrolment (a full roster).
     enrollments_trigger: int = 500
     cooldown_s: float = 600.0
+    # Attempts a request gets when runs are interrupted by the service's end (SIGKILL, a lost
+    # node): the next service resumes it until then, and gives it up after.
+    max_attempts: int = Field(default=2, ge=1)
     group_id: str = "facegate-retrain"
     kafka: KafkaSettings = Field(default_factory=lambda: load_settings(KafkaSettings))
     redis: RedisSettings = Field(default_factory=lambda: load_settings(RedisSettings))

@@ -1,16 +1,26 @@
 """When the training service retrains: drift, new students, the schedule, the cooldown.
 
 The triggers are driven with a hand-moved clock; the service itself, on the real stack, is run
-by the loop test (tests/e2e/test_training_loop.py).
+by the loop test (tests/e2e/test_training_loop.py) and tests/integration/test_retrain_service.py
+(the pending-run ledger on the real Redis).  Here the service's ledger is a real Redis client
+of a port where nothing listens: Redis is down.
 """
 
 from __future__ import annotations
 
+import logging
+import socket
+
+import pytest
+import redis
 from prometheus_client import REGISTRY
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from inference_worker.gallery_backfill import BACKFILL
 from schemas.messages import DriftReport, Enrollment
-from trainer.retrain_service import RetrainService, RetrainTriggers
+from trainer.retrain_ledger import RetrainLedger
+from trainer.retrain_service import Request, RetrainService, RetrainTriggers
 from trainer.retraining import RetrainOutcome, RetrainSettings
 
 
@@ -113,6 +123,15 @@ def test_the_schedule_asks_after_its_period_only_when_set() -> None:
     assert triggers.on_clock() is None
 
 
+def _ledger_without_redis() -> RetrainLedger:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    # No retries: the client's default backs off for seconds before it reports the error.
+    client = redis.Redis(port=port, socket_connect_timeout=1, retry=Retry(NoBackoff(), 0))
+    return RetrainLedger(client, "unit")
+
+
 def test_a_failed_run_is_counted_and_the_service_goes_on() -> None:
     def failing(reason: str) -> RetrainOutcome:
         raise RuntimeError("object store down")
@@ -121,7 +140,7 @@ def test_a_failed_run_is_counted_and_the_service_goes_on() -> None:
         value = REGISTRY.get_sample_value("facegate_retrain_runs_total", {"outcome": "failed"})
         return value or 0.0
 
-    service = RetrainService(_settings(), run=failing)
+    service = RetrainService(_settings(), run=failing, ledger=_ledger_without_redis())
     request = service.triggers.on_drift(_report(["mmd"]))
     assert request is not None
     before = failed_runs()
@@ -130,13 +149,39 @@ def test_a_failed_run_is_counted_and_the_service_goes_on() -> None:
     assert service.outcomes == []
     assert service.triggers.last_finished > 0
 
-    service = RetrainService(_settings(), run=lambda reason: RetrainOutcome(reason, canary=True))
+    service = RetrainService(
+        _settings(),
+        run=lambda reason: RetrainOutcome(reason, canary=True),
+        ledger=_ledger_without_redis(),
+    )
     outcome = service.retrain(request)
     assert outcome is not None and outcome.canary and service.outcomes == [outcome]
 
 
+def test_with_redis_down_runs_go_on_and_the_log_says_what_is_at_risk(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    reasons: list[str] = []
+
+    def run(reason: str) -> RetrainOutcome:
+        reasons.append(reason)
+        return RetrainOutcome(reason)
+
+    service = RetrainService(_settings(), run=run, ledger=_ledger_without_redis())
+    with caplog.at_level(logging.WARNING, logger="trainer.retrain_service"):
+        assert service.resume_interrupted() is None
+        request = Request("drift", "drift at g1 on model v1: mmd")
+        service.remember(request)
+        outcome = service.retrain(request)
+    assert outcome is not None and reasons == [request.reason]
+    messages = [r.getMessage() for r in caplog.records]
+    assert any("cannot read the pending retraining" in m for m in messages), messages
+    assert any("the request is lost" in m for m in messages), messages
+    assert any("still recorded as pending" in m for m in messages), messages
+
+
 def test_requests_read_in_one_poll_make_one_run_naming_each() -> None:
-    from trainer.retrain_service import Request, merged
+    from trainer.retrain_service import merged
 
     run = merged(
         [
