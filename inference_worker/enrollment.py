@@ -24,6 +24,7 @@ from facegate.errors import FacegateError
 from inference_worker.enrollment_photos import EnrollmentPhotos
 from inference_worker.face_pipeline import LocalFacePipeline
 from inference_worker.gallery import GalleryStore, student_key
+from inference_worker.rotation_guard import deleting_face_images
 from inference_worker.sealed_objects import PORTRAIT_FIELD, seal_field
 from schemas.codec import encode
 from schemas.messages import Enrollment, now
@@ -195,19 +196,23 @@ def unenroll(
     producer: KafkaProducer | None,
     photos: EnrollmentPhotos | None = None,
 ) -> list[str]:
-    """Remove students' templates under every version and tell the workers; return those removed."""
+    """Remove students' templates under every version and tell the workers; return those removed.
+
+    Refuses to delete anything while a key rotation runs (``rotation_guard``)."""
     removed = []
     versions = list(versions)
-    for student in student_ids:
-        found = [GalleryStore(client, v).remove(student) for v in versions]
-        # The enrolment photos are biometric data too: they go with the templates.
-        found.append(bool(client.delete(student_key(student))))
-        if photos is not None:
-            found.append(photos.remove_student(student) > 0)
-        if not any(found):
-            continue
-        removed.append(student)
-        if producer is not None:
+    with deleting_face_images(client, "unenrol"):
+        for student in student_ids:
+            found = [GalleryStore(client, v).remove(student) for v in versions]
+            # The enrolment photos are biometric data too: they go with the templates.
+            found.append(bool(client.delete(student_key(student))))
+            if photos is not None:
+                found.append(photos.remove_student(student) > 0)
+            if not any(found):
+                continue
+            removed.append(student)
+            if producer is None:
+                continue
             for version in versions:
                 event = Enrollment(
                     student_id=student,

@@ -22,6 +22,7 @@ from facegate.errors import FacegateError
 from facegate.object_store import make_object_store
 from facegate.redis_client import make_redis
 from facegate.settings import ObjectStoreSettings, RedisSettings, load_settings
+from inference_worker.rotation_guard import rotation_lock
 from inference_worker.template_crypto import (
     GallerySecuritySettings,
     KeyRing,
@@ -35,7 +36,6 @@ from inference_worker.template_crypto_rotation import (
     add_current_key,
     drop_old_keys,
     reencrypt_all,
-    rotation_lock,
 )
 
 # Failures listed one per line before the command gives up; the rest are counted.

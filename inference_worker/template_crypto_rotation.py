@@ -18,19 +18,17 @@ Rotation is two steps, each safe to interrupt and repeat:
 
 Only when a pass finds nothing left under an old key may the old keys be dropped.
 
-One rotation at a time: :func:`rotation_lock` (a Redis key with an expiry) is held for the whole
-command.  Two rotations at once could each write the key file with their own new key, one
-overwriting the other's, and templates sealed under the lost key would no longer open.
+One rotation at a time, and none while face images are being deleted:
+:func:`~inference_worker.rotation_guard.rotation_lock` (a Redis key with an expiry) is held for
+the whole command.  Two rotations at once could each write the key file with their own new key,
+one overwriting the other's, and templates sealed under the lost key would no longer open; a
+forget during a rotation could see a deleted object written back.
 """
 
 from __future__ import annotations
 
 import logging
-import os
-import socket
 from collections import Counter
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, cast
@@ -39,7 +37,6 @@ import redis
 from minio import Minio
 from tqdm import tqdm
 
-from facegate.errors import FacegateError
 from facegate.object_store import get_bytes, put_bytes
 from facegate.settings import ObjectStoreSettings
 from inference_worker.gallery import GalleryStore, gallery_versions, unlisted_template_keys
@@ -66,33 +63,6 @@ log = logging.getLogger(__name__)
 Outcome = Literal["rewritten", "migrated", "current", "missing", "failed"]
 OUTCOMES: tuple[Outcome, ...] = ("rewritten", "migrated", "current", "missing", "failed")
 UNLISTED = "(unlisted)"
-# Held by the running rotation; it expires on its own if that process dies.
-ROTATION_LOCK = "facegate:gallery:rotation-lock"
-ROTATION_LOCK_TTL_S = 6 * 3600
-# Release the lock only if it is still ours (it may have expired and been taken meanwhile).
-_RELEASE = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-    return redis.call('DEL', KEYS[1])
-end
-return 0
-"""
-
-
-@contextmanager
-def rotation_lock(client: redis.Redis[bytes], ttl_s: int = ROTATION_LOCK_TTL_S) -> Iterator[str]:
-    """Hold the gallery's rotation lock for the block; raise if another rotation holds it."""
-    owner = f"{socket.gethostname()}:{os.getpid()}"
-    if not client.set(ROTATION_LOCK, owner, nx=True, ex=ttl_s):
-        holder = client.get(ROTATION_LOCK)
-        who = holder.decode() if isinstance(holder, bytes) else holder
-        raise FacegateError(
-            f"another key rotation is running ({who}); wait for it to finish. If that process "
-            f"is gone, the lock expires on its own, or delete the Redis key {ROTATION_LOCK}"
-        )
-    try:
-        yield owner
-    finally:
-        client.register_script(_RELEASE)(keys=[ROTATION_LOCK], args=[owner])
 
 
 @dataclass

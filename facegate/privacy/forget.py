@@ -33,6 +33,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Iterator
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -59,6 +60,7 @@ from facegate.settings import (
 )
 from inference_worker.enrollment_photos import EnrollmentPhotos
 from inference_worker.gallery import GalleryStore, gallery_versions, student_key
+from inference_worker.rotation_guard import deleting_face_images
 from schemas.codec import encode
 from schemas.messages import Enrollment, now
 from schemas.topics import ENROLLMENTS
@@ -314,18 +316,20 @@ def forget_students(
 ) -> list[ForgetPlan]:
     """Forget each student (or, with ``dry_run``, only find their data); audit each forget.
 
-    A dry run deletes nothing and writes no audit entry.
+    A dry run deletes nothing and writes no audit entry.  Refuses to delete anything while a
+    key rotation runs (``rotation_guard``).
     """
     forgetter = Forgetter(client, store, s3, producer)
     audit = AuditLog(client)
     plans = []
-    for student in students:
-        plan = forgetter.plan(student)
-        if not dry_run:
-            forgetter.execute(plan)
-            details = {"removed": plan.counts(), "versions": plan.versions, "kept": plan.kept}
-            audit.append("forget", student, actor, details)
-        plans.append(plan)
+    with nullcontext() if dry_run else deleting_face_images(client, "forget"):
+        for student in students:
+            plan = forgetter.plan(student)
+            if not dry_run:
+                forgetter.execute(plan)
+                details = {"removed": plan.counts(), "versions": plan.versions, "kept": plan.kept}
+                audit.append("forget", student, actor, details)
+            plans.append(plan)
     return plans
 
 

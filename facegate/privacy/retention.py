@@ -25,6 +25,7 @@ import json
 import re
 import time
 from collections.abc import Iterator
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -45,6 +46,7 @@ from facegate.settings import (
     RedisSettings,
     load_settings,
 )
+from inference_worker.rotation_guard import deleting_face_images
 from stream_processors.attendance import VERDICT_AUDIT_STREAM
 
 DAY_S = 24 * 3600
@@ -199,11 +201,15 @@ def apply_retention(
                 expired.append(key)
             else:
                 kept += 1
-        if not dry_run:
-            for key in expired:
-                store.remove_object(bucket, key)
         report.deleted[kind] = expired
         report.kept[kind] = kept
+    if not dry_run:
+        # Feedback samples are face images a key rotation re-writes: none goes during one.
+        guard = nullcontext() if client is None else deleting_face_images(client, "retention")
+        with guard:
+            for kind, (bucket, _, _) in scopes.items():
+                for key in report.deleted[kind]:
+                    store.remove_object(bucket, key)
     if client is not None and settings.verdict_audit_days > 0:
         before = now - timedelta(days=settings.verdict_audit_days)
         trimmed, kept = trim_stream(client, verdict_stream, before, dry_run)

@@ -25,13 +25,16 @@ from minio import Minio
 from console.actions import evidence_key
 from facegate.errors import FacegateError
 from facegate.object_store import get_bytes, make_object_store, put_bytes
+from facegate.privacy.forget import forget_students
 from facegate.redis_client import make_redis
 from facegate.settings import ObjectStoreSettings, RedisSettings, load_settings
 from facegate.stack import LocalStack
+from inference_worker.enrollment import unenroll
 from inference_worker.enrollment_photos import EnrollmentPhotos
 from inference_worker.face_pipeline import get_pipeline
 from inference_worker.gallery import GalleryStore, Vector, normalise, student_key
 from inference_worker.gallery_backfill import backfill_version
+from inference_worker.rotation_guard import DELETION_PREFIX, ROTATION_LOCK, deleting_face_images
 from inference_worker.sealed_objects import (
     PORTRAIT,
     PORTRAIT_FIELD,
@@ -50,7 +53,6 @@ from inference_worker.template_crypto import (
     write_key_file,
 )
 from inference_worker.template_crypto_cli import rotate_key_command
-from inference_worker.template_crypto_rotation import ROTATION_LOCK
 from tests.conftest import lfw_sample
 
 pytestmark = pytest.mark.integration
@@ -362,6 +364,47 @@ def test_rotation_keeps_old_keys_while_a_face_image_cannot_be_read(
     assert "enrollment/student=orphan/" in result.output
     assert "'lost', which is not in the gallery key ring" in result.output
     assert len(read_key_file(key_file)) == 2  # nothing dropped
+
+
+def test_a_rotation_and_a_deletion_of_face_images_never_run_together(
+    private_redis: tuple[str, redis.Redis[bytes]],
+    private_buckets: tuple[Minio, ObjectStoreSettings, Path],
+) -> None:
+    """A rotation writes back each face object it re-seals: a forget meanwhile could see a
+    deleted photo come back.  Each side refuses while the other runs, deleting nothing."""
+    _, client = private_redis
+    store, s3, key_file = private_buckets
+    photos = EnrollmentPhotos(store, s3.bucket_datasets)
+    template_key = GalleryStore(client, "v1").template_key("s1")
+    GalleryStore(client, "v1").put("s1", _templates(1))
+    photo_key = photos.put("s1", _jpeg(1))
+
+    # Another host's rotation runs: forget and unenrol delete nothing and say why.
+    client.set(ROTATION_LOCK, "other-host:4242", ex=60)
+    running = r"a key rotation is running \(other-host:4242\): {} deletes nothing"
+    with pytest.raises(FacegateError, match=running.format("forget")):
+        forget_students(["s1"], client, store, s3, None, "test")
+    with pytest.raises(FacegateError, match=running.format("unenrol")):
+        unenroll(["s1"], ["v1"], client, None, photos)
+    assert client.exists(template_key) and photos.get(photo_key) is not None
+    assert list(client.scan_iter(DELETION_PREFIX + "*")) == []
+    # A dry run deletes nothing: it still lists what a forget would remove.
+    (plan,) = forget_students(["s1"], client, store, s3, None, "test", dry_run=True)
+    assert plan.counts()["enrolment_photos"] == 1, plan.counts()
+    client.delete(ROTATION_LOCK)
+
+    # A forget runs: a rotation started now changes nothing and gives its lock back.
+    before = key_file.read_text()
+    with deleting_face_images(client, "forget"):
+        refused = CliRunner().invoke(rotate_key_command, ["--key-id", "k-new", "--no-progress"])
+    assert refused.exit_code != 0
+    assert "face images are being deleted (forget by " in str(refused.exception)
+    assert key_file.read_text() == before and client.get(ROTATION_LOCK) is None
+    assert list(client.scan_iter(DELETION_PREFIX + "*")) == []
+
+    # Neither running: the forget deletes.
+    forget_students(["s1"], client, store, s3, None, "test")
+    assert not client.exists(template_key) and photos.get(photo_key) is None
 
 
 def test_a_backfill_skips_a_photo_it_cannot_open_and_enrols_the_others(
