@@ -14,14 +14,11 @@ test's, a second deployment's) do not resume each other's runs.
 
 from __future__ import annotations
 
-import logging
 import time
 from dataclasses import dataclass
 from typing import cast
 
 import redis
-
-log = logging.getLogger(__name__)
 
 PENDING_KEY = "facegate:retrain:pending:{group}"
 

@@ -15,6 +15,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 import redis
 from prometheus_client import Counter, Gauge
@@ -195,10 +196,12 @@ class RetrainService:
             return None
         limit = self.settings.max_attempts
         if pending.attempts > limit:
+            asked = datetime.fromtimestamp(pending.requested_at, UTC).isoformat(timespec="seconds")
             log.error(
-                "retraining given up after %d interrupted attempts (%s): %s",
+                "retraining given up after %d interrupted attempts (%s, asked for at %s): %s",
                 limit,
                 pending.trigger,
+                asked,
                 pending.reason,
             )
             RUNS.labels("failed").inc()
