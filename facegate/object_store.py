@@ -43,3 +43,14 @@ def get_bytes(client: Minio, bucket: str, key: str) -> bytes | None:
     finally:
         response.close()
         response.release_conn()
+
+
+def object_exists(client: Minio, bucket: str, key: str) -> bool:
+    """Whether the object is there (a HEAD request: nothing is downloaded)."""
+    try:
+        client.stat_object(bucket, key)
+    except S3Error as error:
+        if error.code in ("NoSuchKey", "NoSuchBucket", "NoSuchObject"):
+            return False
+        raise
+    return True

@@ -21,13 +21,20 @@ What is sealed (:data:`SEALED_FIELDS` and :func:`sealed_objects` list it for the
 - the evidence of a proctor's decision: field ``thumbnail`` of
   ``facegate:feedback:evidence:<frame>`` in Redis (kept for the feedback consumer, with a TTL).
 
-Not sealed: faces in flight (Kafka records, process memory) and working copies (a backfill's
-temporary folder, the trainer's local dataset cache).
+The trainer's working copies are sealed too (:func:`seal_file_bytes`, :func:`open_file_bytes`):
+the images its dataset cache fetches and the face crops it aligns, kept between runs under
+``FACEGATE_TRAIN_CACHE_DIR``.  Their associated data is the file's name (the SHA-256 of what
+it holds), so the cache can move.  Files without the header (a labelled folder's own images,
+or a cache written before this) are read as they are.
+
+Not sealed: faces in flight (Kafka records, process memory) and a backfill's temporary folder
+(deleted when it ends).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import redis
 from minio import Minio
@@ -36,7 +43,7 @@ from minio.error import S3Error
 from facegate.object_store import get_bytes, put_bytes
 from facegate.settings import ObjectStoreSettings
 from inference_worker.gallery import student_key
-from inference_worker.template_crypto import TemplateCipher, default_cipher
+from inference_worker.template_crypto import TemplateCipher, default_cipher, sealed_key_id
 
 # A sealed object is not an image any more: it is stored as opaque bytes.
 SEALED_CONTENT_TYPE = "application/octet-stream"
@@ -49,6 +56,7 @@ PHOTO = "enrolment photo"
 FEEDBACK_IMAGE = "feedback face image"
 PORTRAIT = "enrolment portrait"
 EVIDENCE = "decision evidence image"
+CACHED_IMAGE = "cached face image"
 # (what, Redis key pattern, hash field) of the face images sealed in Redis hashes.
 SEALED_FIELDS = (
     (PORTRAIT, student_key("*"), PORTRAIT_FIELD),
@@ -114,6 +122,26 @@ def open_field(
     if not stored:
         return None
     return (cipher or default_cipher()).open(field_address(redis_key, field), stored, what)
+
+
+def file_address(path: Path) -> str:
+    """A working copy's associated data: its file name (content-addressed in the caches)."""
+    return f"file:{path.name}"
+
+
+def seal_file_bytes(path: Path, data: bytes, cipher: TemplateCipher | None = None) -> bytes:
+    """What to write to the working copy ``path`` for ``data``."""
+    return (cipher or default_cipher()).seal(file_address(path), data)
+
+
+def open_file_bytes(path: Path, stored: bytes, cipher: TemplateCipher | None = None) -> bytes:
+    """A working copy's bytes, opened when sealed and as they are when not (see the module).
+
+    Raises ``TemplateKeyError`` when sealed and it cannot be opened (a dropped key, altered).
+    """
+    if sealed_key_id(stored, f"{CACHED_IMAGE} {path}") is None:
+        return stored
+    return (cipher or default_cipher()).open(file_address(path), stored, CACHED_IMAGE)
 
 
 def sealed_objects(client: Minio, s3: ObjectStoreSettings) -> Iterator[tuple[str, str, str]]:

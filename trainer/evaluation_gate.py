@@ -24,7 +24,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 import numpy.typing as npt
 from tqdm import tqdm
@@ -32,6 +31,7 @@ from tqdm import tqdm
 from inference_worker.embedder import Embedder
 from stream_processors.face_analysis import AlignmentTarget, FaceAnalyzer
 from stream_processors.vision.mtcnn import MtcnnDetector
+from trainer.datasets.faces import read_rgb
 from trainer.evaluation.degradations import SLICES
 from trainer.evaluation.metrics import MIN_FALSE_ACCEPTS, RocCurve, roc_curve, tar_at_far
 
@@ -156,11 +156,6 @@ def lfw_samples(lfw_dir: Path, options: GateOptions) -> list[GateSample]:
     return samples
 
 
-def _read_rgb(path: Path) -> np.ndarray | None:
-    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    return None if image is None else cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
-
-
 class SuiteEmbedder:
     """Detects each image once and embeds its face with every model of the comparison."""
 
@@ -181,7 +176,7 @@ class SuiteEmbedder:
         """Per model: (N, D) unit embeddings (zero rows where no face) and a validity mask."""
         crops: dict[str, list[np.ndarray | None]] = {name: [] for name in self.embedders}
         for sample in tqdm(samples, desc=f"gate {label}", unit="image", leave=False, disable=None):
-            image = _read_rgb(sample.path)
+            image = read_rgb(sample.path)  # validation crops are sealed working copies
             if image is not None and transform is not None:
                 image = transform(image)
             for name, embedder in self.embedders.items():

@@ -22,7 +22,19 @@ from facegate.settings import ObjectStoreSettings
 from facegate.stack import LocalStack
 from inference_worker.embedder import Embedder
 from inference_worker.enrollment_photos import EnrollmentPhotos
-from inference_worker.sealed_objects import get_opened, put_sealed
+from inference_worker.sealed_objects import (
+    get_opened,
+    open_file_bytes,
+    put_sealed,
+    seal_file_bytes,
+)
+from inference_worker.template_crypto import (
+    KeyRing,
+    TemplateCipher,
+    default_cipher,
+    new_key,
+    sealed_key_id,
+)
 from schemas.messages import Feedback, new_id, now
 from stream_processors.vision.mtcnn import MtcnnDetector
 from tests.unit.test_datasets import lfw_people, write_arcface_card
@@ -39,6 +51,7 @@ from trainer.datasets import (
     store_manifest,
 )
 from trainer.datasets.faces import read_rgb
+from trainer.datasets.materialize import blob_path
 from trainer.datasets.sources import DatasetSource
 from trainer.training import TrainerSettings, train
 from trainer.training.checkpoints import S3CheckpointStore, checkpoint_key
@@ -160,13 +173,35 @@ def test_manifest_from_the_object_store_is_stored_and_rebuilt_identically(
     assert faces.skipped == {}
     assert len(faces.samples) == 2 * STUDENTS + 1
     by_sha = {s.sha256: s for s in faces.samples}
-    # The local copy is the opened face; the store holds it sealed.
-    assert by_sha[feedback.sha256].path.read_bytes() == get_opened(
-        up.client, up.bucket, up.feedback_image_key, "feedback face image"
+    opened = get_opened(up.client, up.bucket, up.feedback_image_key, "feedback face image")
+    assert opened is not None
+    assert get_bytes(up.client, up.bucket, up.feedback_image_key) != opened  # sealed in the store
+    # The working copies (the fetched image, every aligned crop) are sealed too, and open to
+    # the face: a copy of the cache holds no usable faces.
+    cached = by_sha[feedback.sha256].path
+    assert sealed_key_id(cached.read_bytes()) is not None and cached.read_bytes() != opened
+    assert open_file_bytes(cached, cached.read_bytes()) == opened
+    current = default_cipher().current_key_id()
+    assert current is not None
+    for sample in faces.samples:
+        assert sealed_key_id(sample.path.read_bytes()) == current, sample.path
+        crop = read_rgb(sample.path)
+        assert crop is not None and crop.shape[:2] == (aligner.input_size[1], aligner.input_size[0])
+
+    # Copies sealed under a key that is no longer in the ring (dropped after a rotation) are
+    # fetched and aligned again, not skipped.
+    gone = TemplateCipher(KeyRing([new_key("k-dropped")]))
+    for sample in faces.samples:
+        plain = open_file_bytes(sample.path, sample.path.read_bytes())
+        sample.path.write_bytes(seal_file_bytes(sample.path, plain, gone))
+    again = prepare_faces(
+        materialize(manifest, tmp_path / "cache", up.client, progress=False),
+        tmp_path / "cache",
+        aligner,
+        progress=False,
     )
-    assert get_bytes(up.client, up.bucket, up.feedback_image_key) != get_opened(
-        up.client, up.bucket, up.feedback_image_key, "feedback face image"
-    )
+    assert again.skipped == {} and len(again.samples) == len(faces.samples)
+    assert all(sealed_key_id(s.path.read_bytes()) == current for s in again.samples)
 
 
 def test_training_checkpoints_to_the_models_bucket_and_resumes(
@@ -235,6 +270,9 @@ def test_a_changed_object_stops_the_rebuild(uploaded: Uploaded, tmp_path: Path) 
     assert original is not None
     photo = EnrollmentPhotos(up.client, up.bucket).get(key)
     assert photo is not None
+    warm = tmp_path / "warm"
+    materialize(manifest, warm, up.client, progress=False)
+    (entry,) = [e for e in manifest.entries if e.uri.endswith(f"/{key}")]
     try:
         # The photo is sealed (sealed_objects.py): altered bytes fail to open.
         put_bytes(up.client, up.bucket, key, original[:-10] + b"\0" * 10, "image/jpeg")
@@ -247,6 +285,12 @@ def test_a_changed_object_stops_the_rebuild(uploaded: Uploaded, tmp_path: Path) 
         up.client.remove_object(up.bucket, key)
         with pytest.raises(FacegateError, match=rf"{key}.*is missing"):
             materialize(manifest, tmp_path / "fresh2", up.client, progress=False)
+        # A cached copy does not stand in for a deleted object (a forgotten student's photo):
+        # the rebuild stops the same way and the copy is deleted.
+        assert blob_path(warm, entry.sha256).is_file()
+        with pytest.raises(FacegateError, match=rf"{key}.*is missing"):
+            materialize(manifest, warm, up.client, progress=False)
+        assert not blob_path(warm, entry.sha256).exists()
     finally:
         put_bytes(up.client, up.bucket, key, original, "image/jpeg")
     assert len(materialize(manifest, tmp_path / "fresh3", up.client, progress=False)) == len(

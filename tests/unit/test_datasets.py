@@ -27,6 +27,7 @@ from trainer.datasets import (
     materialize,
     prepare_faces,
 )
+from trainer.datasets.faces import read_rgb
 from trainer.datasets.manifest import assign_split, manifest_version
 from trainer.models.templates import ARCFACE_112_TEMPLATE
 
@@ -185,7 +186,7 @@ def test_faces_are_aligned_cached_and_no_face_counted(
     assert len(faces.samples) == len(local) - 2
     assert faces.template_name == aligner.template_name
     assert (tmp_path / "cache" / "crops" / aligner.template_name).is_dir()
-    crop = cv2.imread(str(faces.samples[0].path))
+    crop = read_rgb(faces.samples[0].path)  # sealed when a gallery key is configured
     assert crop is not None and crop.shape == (112, 112, 3)
     calls = CountingAligner.calls
     again = prepare_faces(local, tmp_path / "cache", aligner, progress=False)

@@ -4,8 +4,10 @@ Photos that are not aligned (enrolment photos, folder images) go through the pro
 MTCNN, the face policy and the similarity transform to the embedder's template, exactly as
 :class:`inference_worker.face_pipeline.LocalFacePipeline` runs them for enrolment and
 evaluation.  Images where no face is found are skipped and counted.  Crops are cached as PNG
-under ``<cache_dir>/crops/<template name>/`` by the source's SHA-256, so re-runs skip detection.
-Feedback thumbnails are already aligned crops and are used as they are.
+under ``<cache_dir>/crops/<template name>/`` by the source's SHA-256, sealed with the gallery
+key (``sealed_objects.seal_file_bytes``), so re-runs skip detection; a cached crop that no
+longer opens is aligned again.  Feedback thumbnails are already aligned crops and are used as
+they are.
 """
 
 from __future__ import annotations
@@ -23,8 +25,9 @@ import numpy.typing as npt
 from tqdm import tqdm
 
 from facegate.paths import models_dir
+from inference_worker.sealed_objects import seal_file_bytes
 from trainer.datasets.manifest import Split
-from trainer.datasets.materialize import LocalEntry, write_atomic
+from trainer.datasets.materialize import LocalEntry, read_cached, write_atomic
 
 if TYPE_CHECKING:
     from inference_worker.face_pipeline import LocalFacePipeline
@@ -100,8 +103,10 @@ class FaceSet:
 
 
 def read_rgb(path: Path) -> UInt8Image | None:
-    """An image file as an (H, W, 3) uint8 RGB array, or None when it cannot be decoded."""
-    data = np.fromfile(str(path), dtype=np.uint8)
+    """An image file (a sealed working copy opened first) as an (H, W, 3) uint8 RGB array, or
+    None when it cannot be opened or decoded."""
+    opened = read_cached(path)
+    data = np.frombuffer(opened, dtype=np.uint8) if opened else np.empty(0, np.uint8)
     image = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
     if image is None:
         return None
@@ -109,11 +114,11 @@ def read_rgb(path: Path) -> UInt8Image | None:
 
 
 def write_png(path: Path, crop_rgb: UInt8Image) -> None:
-    """Store an RGB crop losslessly."""
+    """Store an RGB crop losslessly, sealed."""
     ok, encoded = cv2.imencode(".png", cv2.cvtColor(crop_rgb, cv2.COLOR_RGB2BGR))
     if not ok:
         raise ValueError(f"could not encode {path.name}")
-    write_atomic(path, encoded.tobytes())
+    write_atomic(path, seal_file_bytes(path, encoded.tobytes()))
 
 
 def prepare_faces(
@@ -144,6 +149,8 @@ def prepare_faces(
             continue
         crop_path = crops_dir / entry.sha256[:2] / f"{entry.sha256}.png"
         no_face = crop_path.with_suffix(".noface")
+        if crop_path.is_file() and read_cached(crop_path) is None:
+            crop_path.unlink()  # sealed under a dropped key, or altered: aligned again
         if not crop_path.is_file() and not no_face.is_file():
             image = read_rgb(item.path)
             crop = aligner.align(image) if image is not None else None

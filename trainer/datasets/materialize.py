@@ -3,12 +3,17 @@
 The same manifest always rebuilds the same set: an image that is gone or whose bytes changed
 stops the rebuild with an error naming it, never silently changes the set.  Objects from the
 store are cached by checksum under ``<cache_dir>/blobs`` (content-addressed, so a cached blob
-is exactly what the manifest names); folder images are checked in place.
+is exactly what the manifest names), sealed with the gallery key like the objects they copy
+(``sealed_objects.seal_file_bytes``); folder images are checked in place.  A cached blob that
+no longer opens (its key was dropped) or no longer matches is fetched again.  The cache never
+stands in for the store: a blob is used only while its object still exists, and one whose
+object is gone (a forgotten student's, an expired sample's) is deleted as the rebuild stops.
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import tempfile
 from collections.abc import Sequence
@@ -19,10 +24,13 @@ from minio import Minio
 from tqdm import tqdm
 
 from facegate.errors import FacegateError
-from inference_worker.sealed_objects import get_opened
+from facegate.object_store import object_exists
+from inference_worker.sealed_objects import get_opened, open_file_bytes, seal_file_bytes
 from inference_worker.template_crypto import TemplateKeyError
 from trainer.datasets.manifest import DatasetManifest, ManifestEntry, Split
 from trainer.datasets.sources import parse_s3_uri
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -51,16 +59,29 @@ def write_atomic(path: Path, data: bytes) -> None:
         raise
 
 
+def read_cached(path: Path) -> bytes | None:
+    """A cached file's bytes, opened; None when it cannot be opened (a dropped key, altered)."""
+    try:
+        return open_file_bytes(path, path.read_bytes())
+    except TemplateKeyError as error:
+        log.info("cached copy %s is not usable (%s): fetched again", path.name, error)
+        return None
+
+
 def _sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+def _missing(entry: ManifestEntry, version: str) -> FacegateError:
+    return FacegateError(
+        f"dataset {version[:12]}: {entry.uri} (identity {entry.identity}) is missing; "
+        "the manifest cannot be rebuilt: build a new manifest"
+    )
+
+
 def _check(entry: ManifestEntry, data: bytes | None, version: str) -> bytes:
     if data is None:
-        raise FacegateError(
-            f"dataset {version[:12]}: {entry.uri} (identity {entry.identity}) is missing; "
-            "the manifest cannot be rebuilt: build a new manifest"
-        )
+        raise _missing(entry, version)
     actual = _sha256(data)
     if actual != entry.sha256:
         raise FacegateError(
@@ -76,12 +97,16 @@ def _local(entry: ManifestEntry, cache_dir: Path, client: Minio | None, version:
         path = Path(entry.uri)
         _check(entry, path.read_bytes() if path.is_file() else None, version)
         return path
-    cached = blob_path(cache_dir, entry.sha256)
-    if cached.is_file() and _sha256(cached.read_bytes()) == entry.sha256:
-        return cached
     if client is None:
         raise FacegateError(f"{entry.uri}: fetching from the object store needs a client")
     bucket, key = parse_s3_uri(entry.uri)
+    cached = blob_path(cache_dir, entry.sha256)
+    if cached.is_file():
+        if not object_exists(client, bucket, key):
+            cached.unlink(missing_ok=True)
+            raise _missing(entry, version)
+        if _sha256(read_cached(cached) or b"") == entry.sha256:
+            return cached
     # Face images are sealed in the store (sealed_objects.py); the manifest hashes them opened.
     try:
         data = get_opened(client, bucket, key, "dataset image")
@@ -90,7 +115,7 @@ def _local(entry: ManifestEntry, cache_dir: Path, client: Minio | None, version:
             f"dataset {version[:12]}: {entry.uri} (identity {entry.identity}) cannot be "
             f"opened: {error}"
         ) from None
-    write_atomic(cached, _check(entry, data, version))
+    write_atomic(cached, seal_file_bytes(cached, _check(entry, data, version)))
     return cached
 
 
