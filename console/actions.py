@@ -15,6 +15,7 @@ from kafka import KafkaProducer
 
 from facegate.errors import FacegateError
 from facegate.privacy.audit import AUDIT_STREAM, AuditEntry, read_audit  # append-only
+from facegate.storage_keys import evidence_key
 from inference_worker.sealed_objects import THUMBNAIL_FIELD, seal_field
 from inference_worker.template_crypto import TemplateCipher, default_cipher
 from schemas.codec import encode
@@ -29,11 +30,6 @@ ACTION_LABELS: dict[str, str] = {
     "impostor": "Impostor",
     "retry": "Ask for retry",
 }
-
-
-def evidence_key(frame_id: str) -> str:
-    """The Redis hash of a verdict's evidence for the feedback consumer."""
-    return f"facegate:feedback:evidence:{frame_id}"
 
 
 def make_feedback(verdict: Verdict, action: str, proctor: str, note: str = "") -> Feedback:

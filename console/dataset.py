@@ -14,6 +14,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from facegate.storage_keys import FEEDBACK_PREFIX
 from schemas.messages import Feedback
 
 # What each action says about the face: the student it is (or is not).
@@ -38,7 +39,7 @@ def partition(feedback: Feedback) -> str:
     safe_version = "".join(
         ch if ch.isalnum() or ch in "-_." else "_" for ch in feedback.model_version
     )
-    return f"feedback/date={day}/part-{safe_version}"
+    return f"{FEEDBACK_PREFIX}date={day}/part-{safe_version}"
 
 
 def is_false_reject(feedback: Feedback) -> bool:

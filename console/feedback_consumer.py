@@ -14,7 +14,6 @@ from kafka import KafkaConsumer, KafkaProducer
 from minio import Minio
 from minio.error import S3Error, ServerError
 
-from console.actions import evidence_key
 from console.dataset import is_false_accept, is_false_reject, sample_for
 from console.metrics import (
     CHECKIN_SECONDS,
@@ -27,6 +26,7 @@ from console.metrics import (
 )
 from facegate.dead_letters import dead_letter_record
 from facegate.kafka_clients import commit_processed, send_acknowledged
+from facegate.storage_keys import evidence_key
 from inference_worker.sealed_objects import EVIDENCE, THUMBNAIL_FIELD, open_field, put_sealed
 from inference_worker.template_crypto import TemplateCipher, TemplateKeyError, default_cipher
 from schemas.codec import SchemaError, decode

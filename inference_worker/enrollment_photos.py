@@ -13,10 +13,10 @@ import hashlib
 
 from minio import Minio
 
+from facegate.storage_keys import ENROLLMENT_PREFIX
 from inference_worker.sealed_objects import PHOTO, get_opened, put_sealed
 from inference_worker.template_crypto import TemplateCipher
 
-PREFIX = "enrollment"
 CONTENT_TYPES = {"jpg": "image/jpeg", "png": "image/png"}
 
 
@@ -26,7 +26,7 @@ def _extension(data: bytes) -> str:
 
 def student_prefix(student_id: str) -> str:
     """The key prefix of one student's photos."""
-    return f"{PREFIX}/student={student_id}/"
+    return f"{ENROLLMENT_PREFIX}student={student_id}/"
 
 
 def student_of(key: str) -> str:
@@ -54,7 +54,7 @@ class EnrollmentPhotos:
 
     def keys(self, student_id: str | None = None) -> list[str]:
         """Keys of one student's photos, or of every student's."""
-        prefix = student_prefix(student_id) if student_id else f"{PREFIX}/"
+        prefix = student_prefix(student_id) if student_id else ENROLLMENT_PREFIX
         objects = self.client.list_objects(self.bucket, prefix=prefix, recursive=True)
         return sorted(str(o.object_name) for o in objects if o.object_name)
 

@@ -42,13 +42,12 @@ from minio.error import S3Error
 
 from facegate.object_store import get_bytes, put_bytes
 from facegate.settings import ObjectStoreSettings
+from facegate.storage_keys import ENROLLMENT_PREFIX, FEEDBACK_PREFIX, evidence_key
 from inference_worker.gallery import student_key
 from inference_worker.template_crypto import TemplateCipher, default_cipher, sealed_key_id
 
 # A sealed object is not an image any more: it is stored as opaque bytes.
 SEALED_CONTENT_TYPE = "application/octet-stream"
-ENROLLMENT_PREFIX = "enrollment/"
-FEEDBACK_PREFIX = "feedback/"
 FEEDBACK_IMAGE_SUFFIX = ".jpg"
 PORTRAIT_FIELD = "photo"
 THUMBNAIL_FIELD = "thumbnail"
@@ -60,8 +59,7 @@ CACHED_IMAGE = "cached face image"
 # (what, Redis key pattern, hash field) of the face images sealed in Redis hashes.
 SEALED_FIELDS = (
     (PORTRAIT, student_key("*"), PORTRAIT_FIELD),
-    # console.actions.evidence_key's keys (the console imports this module, not the reverse)
-    (EVIDENCE, "facegate:feedback:evidence:*", THUMBNAIL_FIELD),
+    (EVIDENCE, evidence_key("*"), THUMBNAIL_FIELD),
 )
 
 

@@ -46,7 +46,6 @@ from minio.error import S3Error
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
-from console.actions import evidence_key
 from facegate.errors import FacegateError
 from facegate.object_store import get_bytes
 from facegate.privacy.audit import AuditLog, default_actor
@@ -58,6 +57,7 @@ from facegate.settings import (
     RedisSettings,
     load_settings,
 )
+from facegate.storage_keys import DATASET_MANIFEST_PREFIX, FEEDBACK_PREFIX, evidence_key
 from inference_worker.enrollment_photos import EnrollmentPhotos
 from inference_worker.gallery import GalleryStore, gallery_versions, student_key
 from inference_worker.rotation_guard import deleting_face_images
@@ -68,8 +68,6 @@ from schemas.topics import ENROLLMENTS
 log = logging.getLogger(__name__)
 
 GALLERY_PREFIX = "facegate:gallery:"
-FEEDBACK_PREFIX = "feedback/"
-DATASET_MANIFEST_PREFIX = "datasets/"
 ATTENDANCE_PREFIX = "facegate:attendance:"
 FEEDBACK_STATE_PREFIX = "facegate:feedback:student:"
 # The kinds of data forget removes, in the order of the summary.

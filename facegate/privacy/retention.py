@@ -46,13 +46,13 @@ from facegate.settings import (
     RedisSettings,
     load_settings,
 )
+from facegate.storage_keys import FEEDBACK_PREFIX
 from inference_worker.rotation_guard import deleting_face_images
 from stream_processors.attendance import VERDICT_AUDIT_STREAM
 
 DAY_S = 24 * 3600
 # Stream entries read per XRANGE call when a dry run counts what would be trimmed.
 STREAM_PAGE = 10_000
-FEEDBACK_PREFIX = "feedback/"
 _PARTITION = re.compile(r"^date=(\d{4}-\d{2}-\d{2})$")
 
 

@@ -18,12 +18,13 @@ from kafka import TopicPartition
 from kafka.producer.future import RecordMetadata
 from minio import Minio
 
-from console.actions import evidence_key, make_feedback
+from console.actions import make_feedback
 from facegate.kafka_clients import make_consumer, make_producer
 from facegate.object_store import make_object_store
 from facegate.pipeline import service_env
 from facegate.redis_client import make_redis
 from facegate.settings import KafkaSettings, ObjectStoreSettings, RedisSettings
+from facegate.storage_keys import evidence_key
 from schemas.codec import encode
 from schemas.messages import Feedback, Verdict, new_id, now
 from schemas.topics import FEEDBACK

@@ -10,13 +10,14 @@ import pytest
 from minio import Minio
 from prometheus_client import REGISTRY
 
-from console.actions import FeedbackRecorder, evidence_key, make_feedback
+from console.actions import FeedbackRecorder, make_feedback
 from console.feedback_consumer import FeedbackSink
 from facegate.kafka_clients import make_producer
 from facegate.object_store import make_object_store
 from facegate.redis_client import make_redis
 from facegate.settings import KafkaSettings, ObjectStoreSettings, RedisSettings
 from facegate.stack import LocalStack
+from facegate.storage_keys import evidence_key
 from inference_worker.sealed_objects import THUMBNAIL_FIELD, get_opened
 from inference_worker.template_crypto import KeyRing, TemplateCipher, new_key
 from schemas.messages import Verdict, new_id, now

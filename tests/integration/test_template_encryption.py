@@ -22,13 +22,14 @@ import redis
 from click.testing import CliRunner
 from minio import Minio
 
-from console.actions import evidence_key
 from facegate.errors import FacegateError
 from facegate.object_store import get_bytes, make_object_store, put_bytes
 from facegate.privacy.forget import forget_students
+from facegate.privacy.retention import RetentionSettings, apply_retention
 from facegate.redis_client import make_redis
 from facegate.settings import ObjectStoreSettings, RedisSettings, load_settings
 from facegate.stack import LocalStack
+from facegate.storage_keys import FEEDBACK_PREFIX, evidence_key
 from inference_worker.enrollment import unenroll
 from inference_worker.enrollment_photos import EnrollmentPhotos
 from inference_worker.face_pipeline import get_pipeline
@@ -378,15 +379,23 @@ def test_a_rotation_and_a_deletion_of_face_images_never_run_together(
     template_key = GalleryStore(client, "v1").template_key("s1")
     GalleryStore(client, "v1").put("s1", _templates(1))
     photo_key = photos.put("s1", _jpeg(1))
+    expired = f"{FEEDBACK_PREFIX}date=2020-01-01/part-v1/sample.jpg"  # past any retention
+    put_sealed(store, s3.bucket_feedback, expired, _jpeg(2), "image/jpeg")
+    # (the shared frames bucket is not the test's to clean: a frames bucket that does not exist)
+    no_frames = s3.model_copy(update={"bucket_frames": f"{s3.bucket_feedback}-no-frames"})
+    retention = load_settings(RetentionSettings, s3=no_frames)
 
-    # Another host's rotation runs: forget and unenrol delete nothing and say why.
+    # Another host's rotation runs: forget, unenrol and retention delete nothing and say why.
     client.set(ROTATION_LOCK, "other-host:4242", ex=60)
     running = r"a key rotation is running \(other-host:4242\): {} deletes nothing"
     with pytest.raises(FacegateError, match=running.format("forget")):
         forget_students(["s1"], client, store, s3, None, "test")
     with pytest.raises(FacegateError, match=running.format("unenrol")):
         unenroll(["s1"], ["v1"], client, None, photos)
+    with pytest.raises(FacegateError, match=running.format("retention")):
+        apply_retention(store, client, retention)
     assert client.exists(template_key) and photos.get(photo_key) is not None
+    assert get_bytes(store, s3.bucket_feedback, expired) is not None
     assert list(client.scan_iter(DELETION_PREFIX + "*")) == []
     # A dry run deletes nothing: it still lists what a forget would remove.
     (plan,) = forget_students(["s1"], client, store, s3, None, "test", dry_run=True)
@@ -402,9 +411,11 @@ def test_a_rotation_and_a_deletion_of_face_images_never_run_together(
     assert key_file.read_text() == before and client.get(ROTATION_LOCK) is None
     assert list(client.scan_iter(DELETION_PREFIX + "*")) == []
 
-    # Neither running: the forget deletes.
+    # Neither running: the forget and the retention delete.
     forget_students(["s1"], client, store, s3, None, "test")
     assert not client.exists(template_key) and photos.get(photo_key) is None
+    assert expired in apply_retention(store, client, retention).deleted["feedback_samples"]
+    assert get_bytes(store, s3.bucket_feedback, expired) is None
 
 
 def test_a_backfill_skips_a_photo_it_cannot_open_and_enrols_the_others(

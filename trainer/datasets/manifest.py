@@ -24,8 +24,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from facegate.storage_keys import DATASET_MANIFEST_PREFIX
+
 SCHEMA = "facegate.dataset/1"
-MANIFEST_PREFIX = "datasets"
 SPLIT_RULE = "identity -> val when int(sha256(f'{seed}:{identity}'), 16) / 2**256 < val_share"
 
 Split = Literal["train", "val"]
@@ -124,7 +125,7 @@ def manifest_version(entries: list[ManifestEntry]) -> str:
 
 def manifest_key(version: str) -> str:
     """Where a manifest version lives in the datasets bucket."""
-    return f"{MANIFEST_PREFIX}/{version}/manifest.json"
+    return f"{DATASET_MANIFEST_PREFIX}{version}/manifest.json"
 
 
 def utc_now() -> str:

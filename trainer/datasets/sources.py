@@ -17,7 +17,7 @@ from typing import Protocol
 from minio import Minio
 
 from facegate.object_store import get_bytes
-from inference_worker.enrollment_photos import PREFIX as ENROLLMENT_PREFIX
+from facegate.storage_keys import ENROLLMENT_PREFIX, FEEDBACK_PREFIX
 from inference_worker.enrollment_photos import EnrollmentPhotos
 from inference_worker.sealed_objects import FEEDBACK_IMAGE, get_opened
 from trainer.datasets.manifest import SourceInfo, SourceKind
@@ -25,7 +25,6 @@ from trainer.datasets.manifest import SourceInfo, SourceKind
 log = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
-FEEDBACK_PREFIX = "feedback/"
 
 
 @dataclass(frozen=True)
@@ -126,7 +125,7 @@ class EnrollmentSource:
             for student, keys in sorted(self.photos.by_student().items())
             for key in keys
         ]
-        info = SourceInfo(kind="enrollment", location=s3_uri(bucket, f"{ENROLLMENT_PREFIX}/"))
+        info = SourceInfo(kind="enrollment", location=s3_uri(bucket, ENROLLMENT_PREFIX))
         return SourceScan(info, items)
 
 
