@@ -51,7 +51,7 @@ from trainer.datasets import (
     store_manifest,
 )
 from trainer.datasets.faces import read_rgb
-from trainer.datasets.materialize import blob_path
+from trainer.datasets.materialize import blob_path, crop_path
 from trainer.datasets.sources import DatasetSource
 from trainer.training import TrainerSettings, train
 from trainer.training.checkpoints import S3CheckpointStore, checkpoint_key
@@ -283,14 +283,27 @@ def test_a_changed_object_stops_the_rebuild(uploaded: Uploaded, tmp_path: Path) 
         with pytest.raises(FacegateError, match=rf"{key}.*changed since the manifest"):
             materialize(manifest, tmp_path / "fresh1", up.client, progress=False)
         up.client.remove_object(up.bucket, key)
+        # Aligned crops cached by earlier runs (two templates, one image without a face): the
+        # deleted object takes them with it, with or without its fetched copy beside them.
+        crops = [
+            crop_path(cache, "template-a", entry.sha256) for cache in (tmp_path / "fresh2", warm)
+        ]
+        crops.append(crop_path(warm, "template-b", entry.sha256).with_suffix(".noface"))
+        for crop in crops:
+            crop.parent.mkdir(parents=True, exist_ok=True)
+            crop.write_bytes(seal_file_bytes(crop, b"crop"))
         with pytest.raises(FacegateError, match=rf"{key}.*is missing"):
             materialize(manifest, tmp_path / "fresh2", up.client, progress=False)
+        assert not crops[0].exists()
         # A cached copy does not stand in for a deleted object (a forgotten student's photo):
         # the rebuild stops the same way and the copy is deleted.
         assert blob_path(warm, entry.sha256).is_file()
         with pytest.raises(FacegateError, match=rf"{key}.*is missing"):
             materialize(manifest, warm, up.client, progress=False)
         assert not blob_path(warm, entry.sha256).exists()
+        assert not any(crop.exists() for crop in crops)
+        other = next(e for e in manifest.entries if e.sha256 != entry.sha256 and e.uri != entry.uri)
+        assert blob_path(warm, other.sha256).is_file()  # only the missing image's copies go
     finally:
         put_bytes(up.client, up.bucket, key, original, "image/jpeg")
     assert len(materialize(manifest, tmp_path / "fresh3", up.client, progress=False)) == len(

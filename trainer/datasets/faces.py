@@ -4,10 +4,11 @@ Photos that are not aligned (enrolment photos, folder images) go through the pro
 MTCNN, the face policy and the similarity transform to the embedder's template, exactly as
 :class:`inference_worker.face_pipeline.LocalFacePipeline` runs them for enrolment and
 evaluation.  Images where no face is found are skipped and counted.  Crops are cached as PNG
-under ``<cache_dir>/crops/<template name>/`` by the source's SHA-256, sealed with the gallery
-key (``sealed_objects.seal_file_bytes``), so re-runs skip detection; a cached crop that no
-longer opens is aligned again.  Feedback thumbnails are already aligned crops and are used as
-they are.
+under ``<cache_dir>/crops/<template name>/`` by the source's SHA-256 (``materialize.crop_path``),
+sealed with the gallery key (``sealed_objects.seal_file_bytes``), so re-runs skip detection; a
+cached crop that no longer opens is aligned again, and one whose source object is gone is
+deleted with the fetched copy (``materialize.forget_cached``).  Feedback thumbnails are
+already aligned crops and are used as they are.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from tqdm import tqdm
 from facegate.paths import models_dir
 from inference_worker.sealed_objects import seal_file_bytes
 from trainer.datasets.manifest import Split
-from trainer.datasets.materialize import LocalEntry, read_cached, write_atomic
+from trainer.datasets.materialize import LocalEntry, crop_path, read_cached, write_atomic
 
 if TYPE_CHECKING:
     from inference_worker.face_pipeline import LocalFacePipeline
@@ -133,7 +134,6 @@ def prepare_faces(
     """
     aligner = aligner or PipelineAligner()
     name, size = aligner.template_name, aligner.input_size
-    crops_dir = cache_dir / "crops" / name
     samples: list[FaceSample] = []
     skipped: Counter[str] = Counter()
     for item in tqdm(local, desc="align faces", unit="img", disable=not progress):
@@ -147,19 +147,19 @@ def prepare_faces(
             else:
                 samples.append(FaceSample(item.path, entry.identity, entry.split, entry.sha256))
             continue
-        crop_path = crops_dir / entry.sha256[:2] / f"{entry.sha256}.png"
-        no_face = crop_path.with_suffix(".noface")
-        if crop_path.is_file() and read_cached(crop_path) is None:
-            crop_path.unlink()  # sealed under a dropped key, or altered: aligned again
-        if not crop_path.is_file() and not no_face.is_file():
+        cached = crop_path(cache_dir, name, entry.sha256)
+        no_face = cached.with_suffix(".noface")
+        if cached.is_file() and read_cached(cached) is None:
+            cached.unlink()  # sealed under a dropped key, or altered: aligned again
+        if not cached.is_file() and not no_face.is_file():
             image = read_rgb(item.path)
             crop = aligner.align(image) if image is not None else None
             if crop is None:
                 write_atomic(no_face, b"")
             else:
-                write_png(crop_path, crop)
-        if crop_path.is_file():
-            samples.append(FaceSample(crop_path, entry.identity, entry.split, entry.sha256))
+                write_png(cached, crop)
+        if cached.is_file():
+            samples.append(FaceSample(cached, entry.identity, entry.split, entry.sha256))
         else:
             skipped["no_face"] += 1
     if skipped:

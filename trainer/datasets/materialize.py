@@ -6,8 +6,9 @@ store are cached by checksum under ``<cache_dir>/blobs`` (content-addressed, so 
 is exactly what the manifest names), sealed with the gallery key like the objects they copy
 (``sealed_objects.seal_file_bytes``); folder images are checked in place.  A cached blob that
 no longer opens (its key was dropped) or no longer matches is fetched again.  The cache never
-stands in for the store: a blob is used only while its object still exists, and one whose
-object is gone (a forgotten student's, an expired sample's) is deleted as the rebuild stops.
+stands in for the store: a blob is used only while its object still exists; when the object
+is gone (a forgotten student's, an expired sample's) the rebuild stops and every cached copy of
+that image goes with it: the blob and its aligned crops (``crop_path``, written by ``faces.py``).
 """
 
 from __future__ import annotations
@@ -32,6 +33,8 @@ from trainer.datasets.sources import parse_s3_uri
 
 log = logging.getLogger(__name__)
 
+CROPS = "crops"
+
 
 @dataclass(frozen=True)
 class LocalEntry:
@@ -44,6 +47,21 @@ class LocalEntry:
 def blob_path(cache_dir: Path, sha256: str) -> Path:
     """Where a blob with this checksum is cached."""
     return cache_dir / "blobs" / sha256[:2] / sha256
+
+
+def crop_path(cache_dir: Path, template: str, sha256: str) -> Path:
+    """Where the crop of the image with this checksum, aligned to ``template``, is cached (a
+    ``.noface`` file beside it says the image has no face)."""
+    return cache_dir / CROPS / template / sha256[:2] / f"{sha256}.png"
+
+
+def forget_cached(cache_dir: Path, sha256: str) -> list[Path]:
+    """Delete every cached copy of an image: its blob and its crops under every template."""
+    copies = [blob_path(cache_dir, sha256), *(cache_dir / CROPS).glob(f"*/{sha256[:2]}/{sha256}.*")]
+    gone = [path for path in copies if path.is_file()]
+    for path in gone:
+        path.unlink(missing_ok=True)
+    return gone
 
 
 def write_atomic(path: Path, data: bytes) -> None:
@@ -101,20 +119,24 @@ def _local(entry: ManifestEntry, cache_dir: Path, client: Minio | None, version:
         raise FacegateError(f"{entry.uri}: fetching from the object store needs a client")
     bucket, key = parse_s3_uri(entry.uri)
     cached = blob_path(cache_dir, entry.sha256)
-    if cached.is_file():
-        if not object_exists(client, bucket, key):
-            cached.unlink(missing_ok=True)
-            raise _missing(entry, version)
-        if _sha256(read_cached(cached) or b"") == entry.sha256:
+    if cached.is_file() and not object_exists(client, bucket, key):
+        data = None
+    else:
+        if cached.is_file() and _sha256(read_cached(cached) or b"") == entry.sha256:
             return cached
-    # Face images are sealed in the store (sealed_objects.py); the manifest hashes them opened.
-    try:
-        data = get_opened(client, bucket, key, "dataset image")
-    except TemplateKeyError as error:  # altered, or sealed with a key no longer in the ring
-        raise FacegateError(
-            f"dataset {version[:12]}: {entry.uri} (identity {entry.identity}) cannot be "
-            f"opened: {error}"
-        ) from None
+        # Face images are sealed in the store (sealed_objects.py); the manifest hashes them
+        # opened.
+        try:
+            data = get_opened(client, bucket, key, "dataset image")
+        except TemplateKeyError as error:  # altered, or sealed with a key no longer in the ring
+            raise FacegateError(
+                f"dataset {version[:12]}: {entry.uri} (identity {entry.identity}) cannot be "
+                f"opened: {error}"
+            ) from None
+    if data is None:  # the object is gone: so is every copy of it here
+        for path in forget_cached(cache_dir, entry.sha256):
+            log.info("deleted %s: a cached copy of %s, which is gone", path, entry.uri)
+        raise _missing(entry, version)
     write_atomic(cached, seal_file_bytes(cached, _check(entry, data, version)))
     return cached
 
