@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import stat
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -35,7 +36,12 @@ from inference_worker.enrollment_photos import EnrollmentPhotos
 from inference_worker.face_pipeline import get_pipeline
 from inference_worker.gallery import GalleryStore, Vector, normalise, student_key
 from inference_worker.gallery_backfill import backfill_version
-from inference_worker.rotation_guard import DELETION_PREFIX, ROTATION_LOCK, deleting_face_images
+from inference_worker.rotation_guard import (
+    DELETION_PREFIX,
+    ROTATION_LOCK,
+    deleting_face_images,
+    rotation_lock,
+)
 from inference_worker.sealed_objects import (
     PORTRAIT,
     PORTRAIT_FIELD,
@@ -416,6 +422,34 @@ def test_a_rotation_and_a_deletion_of_face_images_never_run_together(
     assert not client.exists(template_key) and photos.get(photo_key) is None
     assert expired in apply_retention(store, client, retention).deleted["feedback_samples"]
     assert get_bytes(store, s3.bucket_feedback, expired) is None
+
+
+def test_the_guards_keys_live_as_long_as_their_holders(
+    private_redis: tuple[str, redis.Redis[bytes]],
+) -> None:
+    """The rotation lock and a deletion's announcement expire a TTL after their holder stops
+    renewing them (a crash), and are renewed for as long as it runs (a rotation of hours)."""
+    _, client = private_redis
+    with rotation_lock(client, ttl_s=1) as owner:
+        time.sleep(2.5)  # past two TTLs: only the renewals keep the lock
+        assert client.get(ROTATION_LOCK) == owner.encode()
+        assert 0 < client.pttl(ROTATION_LOCK) <= 1000
+    assert client.get(ROTATION_LOCK) is None
+    with deleting_face_images(client, "forget", ttl_s=1):
+        time.sleep(2.5)
+        (announced,) = client.scan_iter(DELETION_PREFIX + "*")
+        assert (client.get(announced) or b"").startswith(b"forget by ")
+    assert list(client.scan_iter(DELETION_PREFIX + "*")) == []
+    # A holder that died: nobody renews its key, and within the TTL a rotation may start.
+    client.set(ROTATION_LOCK, "dead-host:1", ex=1)
+    with (
+        pytest.raises(FacegateError, match=r"\(dead-host:1\).*expires within 60 s"),
+        rotation_lock(client),
+    ):
+        pass
+    time.sleep(1.5)
+    with rotation_lock(client) as owner:
+        assert client.get(ROTATION_LOCK) == owner.encode()
 
 
 def test_a_backfill_skips_a_photo_it_cannot_open_and_enrols_the_others(
