@@ -25,7 +25,6 @@ import json
 import re
 import time
 from collections.abc import Iterator
-from contextlib import nullcontext
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -38,6 +37,7 @@ from minio.error import S3Error
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
+from facegate.errors import FacegateError
 from facegate.privacy.audit import AuditLog, default_actor
 from facegate.service_process import lower_priority
 from facegate.settings import (
@@ -176,9 +176,15 @@ def apply_retention(
     """Delete expired feedback samples, frames and verdict audit entries; audit the counts
     (unless dry or none).
 
-    ``client`` is the Redis of the audit log and the verdict stream (None: objects only, no
-    audit entry, for tools that only list).
+    ``client`` is the Redis of the audit log, the verdict stream and the rotation guard. None
+    only lists (a dry run of the objects, for tools): deleting without it would go unaudited
+    and could run beside a key rotation, so it is refused.
     """
+    if client is None and not dry_run:
+        raise FacegateError(
+            "retention deletes only with Redis: its deletions are audited there and must not "
+            "run beside a key rotation (use dry_run to list without it)"
+        )
     now = now or datetime.now(UTC)
     s3 = settings.s3
     scopes = {
@@ -203,10 +209,9 @@ def apply_retention(
                 kept += 1
         report.deleted[kind] = expired
         report.kept[kind] = kept
-    if not dry_run:
+    if client is not None and not dry_run:  # (without a client, only dry runs get here)
         # Feedback samples are face images a key rotation re-writes: none goes during one.
-        guard = nullcontext() if client is None else deleting_face_images(client, "retention")
-        with guard:
+        with deleting_face_images(client, "retention"):
             for kind, (bucket, _, _) in scopes.items():
                 for key in report.deleted[kind]:
                     store.remove_object(bucket, key)

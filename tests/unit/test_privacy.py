@@ -1,4 +1,5 @@
-"""The pure parts of the privacy operations: partition days, ages, audit entries, key patterns."""
+"""The pure parts of the privacy operations (partition days, ages, audit entries, key patterns),
+and retention refusing to delete without Redis."""
 
 from __future__ import annotations
 
@@ -7,9 +8,16 @@ from datetime import UTC, date, datetime, timedelta
 
 import pytest
 
+from facegate.errors import FacegateError
 from facegate.privacy.audit import AuditEntry, decode_entry, encode_entry
 from facegate.privacy.forget import glob_escape, version_of_template_key
-from facegate.privacy.retention import collected_at, is_expired, partition_date
+from facegate.privacy.retention import (
+    RetentionSettings,
+    apply_retention,
+    collected_at,
+    is_expired,
+    partition_date,
+)
 
 NOW = datetime(2026, 11, 22, 10, 0, tzinfo=UTC)
 
@@ -108,3 +116,17 @@ def test_glob_escape_makes_pattern_characters_literal() -> None:
     # Redis MATCH glob syntax: * ? [ ] and the backslash escape.
     assert glob_escape("a*b?[c]\\d") == "a\\*b\\?\\[c\\]\\\\d"
     assert glob_escape("plain-id_1:x") == "plain-id_1:x"
+
+
+class _UntouchableStore:
+    """A stand-in object store (a unit test's fake) that fails the test if it is used at all."""
+
+    def __getattr__(self, name: str) -> object:
+        raise AssertionError(f"the object store was used ({name})")
+
+
+def test_retention_deletes_nothing_without_redis() -> None:
+    """Without Redis its deletions would go unaudited and could run beside a key rotation:
+    refused before the object store is touched."""
+    with pytest.raises(FacegateError, match="retention deletes only with Redis"):
+        apply_retention(_UntouchableStore(), None, RetentionSettings())  # type: ignore[arg-type]
