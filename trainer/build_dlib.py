@@ -12,22 +12,18 @@ Run it with ``facegate models build --only NAME``.
 
 from __future__ import annotations
 
-import json
-import logging
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from facegate.paths import downloads_dir, models_dir
-from trainer.model_build import intact_card, smooth_random_images
+from facegate.paths import downloads_dir
+from trainer.model_build import existing_build, smooth_random_images, write_card
 from trainer.model_build import verify_onnx as check_onnx
 from trainer.models.dlib_resnet import EMBEDDING_DIM, INPUT_SIZE, DlibResNet, load_dlib_resnet
 from trainer.models.templates import DLIB_150_TEMPLATE
 from trainer.onnx_export import ONNX_OPSET, export_embedder
 from trainer.sources import DLIB_MODELS, extract_member, fetch, sha256_of
-
-log = logging.getLogger(__name__)
 
 MODEL_NAME = "dlib_resnet_v1"
 RESNET_FILE = "dlib_face_recognition_resnet_model_v1.dat"
@@ -50,12 +46,8 @@ def extract_dlib_file(name: str) -> Path:
 
 def build_dlib_embedder(out_dir: Path | None = None) -> dict[str, Any]:
     """Build (or reuse) the dlib ResNet embedder in ``out_dir``; returns its model card."""
-    out_dir = Path(out_dir) if out_dir is not None else models_dir() / MODEL_NAME
-    # The pinned checksum is what fetch() enforces, so an intact build needs no download.
-    archive_sha256 = DLIB_MODELS.sha256 or sha256_of(fetch(DLIB_MODELS))
-    existing = intact_card(out_dir, archive_sha256)
+    out_dir, archive_sha256, existing = existing_build(MODEL_NAME, DLIB_MODELS, out_dir)
     if existing is not None:
-        log.info("%s is up to date in %s", MODEL_NAME, out_dir)
         return existing
     dat_path = extract_dlib_file(RESNET_FILE)
     model = load_dlib_resnet(dat_path)
@@ -87,10 +79,7 @@ def build_dlib_embedder(out_dir: Path | None = None) -> dict[str, Any]:
         "onnx_opset": ONNX_OPSET,
         "onnx_check": check,
     }
-    # The card is written last: its presence marks a complete build.
-    (out_dir / "card.json").write_text(json.dumps(card, indent=2) + "\n", encoding="utf-8")
-    log.info("built %s from %s into %s", MODEL_NAME, DLIB_MODELS.label, out_dir)
-    return card
+    return write_card(out_dir, card, DLIB_MODELS)
 
 
 def export_onnx(model: DlibResNet, path: Path) -> Path:

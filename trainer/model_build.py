@@ -1,8 +1,10 @@
-"""Steps every embedder build shares: reuse an intact build, check ONNX against PyTorch."""
+"""Steps every embedder build shares: reuse an intact build, check ONNX against PyTorch, write
+the card."""
 
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +14,10 @@ import onnxruntime as ort
 import torch
 
 from facegate.errors import FacegateError
-from trainer.sources import sha256_of
+from facegate.paths import models_dir
+from trainer.sources import RegistryPackage, fetch, sha256_of
+
+log = logging.getLogger(__name__)
 
 
 def intact_card(out_dir: Path, archive_sha256: str) -> dict[str, Any] | None:
@@ -24,6 +29,27 @@ def intact_card(out_dir: Path, archive_sha256: str) -> dict[str, Any] | None:
     if card.get("archive_sha256") != archive_sha256:
         return None
     return card if card.get("onnx_sha256") == sha256_of(onnx_path) else None
+
+
+def existing_build(
+    name: str, package: RegistryPackage, out_dir: Path | None
+) -> tuple[Path, str, dict[str, Any] | None]:
+    """Where model ``name`` is built, the checksum of the package it is built from, and its
+    card when the build there is intact (then there is nothing to do)."""
+    out_dir = Path(out_dir) if out_dir is not None else models_dir() / name
+    # The pinned checksum is what fetch() enforces, so an intact build needs no download.
+    archive_sha256 = package.sha256 or sha256_of(fetch(package))
+    existing = intact_card(out_dir, archive_sha256)
+    if existing is not None:
+        log.info("%s is up to date in %s", name, out_dir)
+    return out_dir, archive_sha256, existing
+
+
+def write_card(out_dir: Path, card: dict[str, Any], package: RegistryPackage) -> dict[str, Any]:
+    """Write a build's card, last: its presence marks a complete build."""
+    (out_dir / "card.json").write_text(json.dumps(card, indent=2) + "\n", encoding="utf-8")
+    log.info("built %s from %s into %s", card["name"], package.label, out_dir)
+    return card
 
 
 def smooth_random_images(
