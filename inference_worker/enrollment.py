@@ -21,14 +21,12 @@ import redis
 from kafka import KafkaProducer
 
 from facegate.errors import FacegateError
+from inference_worker.enrollment_events import announce
 from inference_worker.enrollment_photos import EnrollmentPhotos
 from inference_worker.face_pipeline import LocalFacePipeline
 from inference_worker.gallery import GalleryStore, student_key
 from inference_worker.rotation_guard import deleting_face_images
 from inference_worker.sealed_objects import PORTRAIT_FIELD, seal_field
-from schemas.codec import encode
-from schemas.messages import Enrollment, now
-from schemas.topics import ENROLLMENTS
 from stream_processors.image_decoding import ImageError, decode_image
 
 log = logging.getLogger(__name__)
@@ -167,18 +165,7 @@ def enroll(
         )
         summary.enrolled.append(entry.student_id)
         if producer is not None:
-            for version in pipelines:
-                event = Enrollment(
-                    student_id=entry.student_id,
-                    action="enrolled",
-                    model_version=version,
-                    template_count=count,
-                    at=now(),
-                    by=by,
-                )
-                producer.send(
-                    ENROLLMENTS.name, key=entry.student_id.encode(), value=encode(event)
-                ).get(30)
+            announce(producer, entry.student_id, "enrolled", pipelines, count, by)
     return summary
 
 
@@ -211,15 +198,6 @@ def unenroll(
             if not any(found):
                 continue
             removed.append(student)
-            if producer is None:
-                continue
-            for version in versions:
-                event = Enrollment(
-                    student_id=student,
-                    action="removed",
-                    model_version=version,
-                    template_count=0,
-                    at=now(),
-                )
-                producer.send(ENROLLMENTS.name, key=student.encode(), value=encode(event)).get(30)
+            if producer is not None:
+                announce(producer, student, "removed", versions)
     return removed

@@ -58,12 +58,10 @@ from facegate.settings import (
     load_settings,
 )
 from facegate.storage_keys import DATASET_MANIFEST_PREFIX, FEEDBACK_PREFIX, evidence_key
+from inference_worker.enrollment_events import announce
 from inference_worker.enrollment_photos import EnrollmentPhotos
 from inference_worker.gallery import GalleryStore, gallery_versions, student_key
 from inference_worker.rotation_guard import deleting_face_images
-from schemas.codec import encode
-from schemas.messages import Enrollment, now
-from schemas.topics import ENROLLMENTS
 
 log = logging.getLogger(__name__)
 
@@ -289,18 +287,8 @@ class Forgetter:
             self.store.remove_object(self.s3.bucket_feedback, key)
         for key in plan.frame_keys:
             self.store.remove_object(self.s3.bucket_frames, key)
-        if self.producer is None:
-            return
-        for version in plan.versions:
-            event = Enrollment(
-                student_id=student,
-                action="removed",
-                model_version=version,
-                template_count=0,
-                at=now(),
-                by="forget",
-            )
-            self.producer.send(ENROLLMENTS.name, key=student.encode(), value=encode(event)).get(30)
+        if self.producer is not None:
+            announce(self.producer, student, "removed", plan.versions, by="forget")
 
 
 def forget_students(
