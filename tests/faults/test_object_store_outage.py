@@ -81,20 +81,15 @@ def _send_feedback(exam_id: str) -> tuple[Feedback, RecordMetadata]:
     return feedback, metadata
 
 
-def _sample_keys(store: Minio, bucket: str, feedback: Feedback) -> list[str]:
-    return [
-        str(o.object_name)
-        for o in store.list_objects(bucket, recursive=True)
-        if str(o.object_name).endswith(f"/{feedback.feedback_id}.jpg")
-    ]
-
-
 def _wait_for_sample(store: Minio, bucket: str, feedback: Feedback, timeout_s: float) -> str:
+    """The sample's image key, once its image and then its manifest are both stored (the sink
+    writes them one after the other)."""
     deadline = time.monotonic() + timeout_s
     while True:
-        keys = _sample_keys(store, bucket, feedback)
-        if keys:
-            return keys[0]
+        names = {str(o.object_name) for o in store.list_objects(bucket, recursive=True)}
+        images = [n for n in names if n.endswith(f"/{feedback.feedback_id}.jpg")]
+        if images and images[0][:-4] + ".json" in names:
+            return images[0]
         assert time.monotonic() < deadline, f"no sample for feedback {feedback.feedback_id}"
         time.sleep(0.5)
 
