@@ -3,8 +3,9 @@
 
 One record at a time (the JPEG of the benchmark's median-size frame) goes from a producer to a
 consumer of a scratch topic with as many partitions as ``frames``, through the stack's broker,
-with the clients and settings the services use (``make_producer``, ``make_consumer``:
-kafka-python, the hot-path fetch wait).  The consumer polls all the time in its own thread, as
+with the hot path's clients and settings (``RdProducer``, ``RdConsumer``: librdkafka, the
+hot-path fetch wait; in the pipeline the stream processor's end of each hop is Faust's
+aiokafka).  The consumer polls all the time in its own thread, as
 the services' consumers do, so a fetch is already waiting at the broker when each record
 arrives, as at a gate between two students.  Nothing else runs on the broker meanwhile, so this
 is what a hop costs before any service competes for the cores.
@@ -21,7 +22,8 @@ from kafka import TopicPartition
 from kafka.admin import NewTopic
 
 from bench.stats import latency_summary
-from facegate.kafka_clients import make_admin, make_consumer, make_producer
+from facegate.kafka_clients import make_admin
+from facegate.rdkafka_clients import RdConsumer, RdProducer
 from facegate.settings import KafkaSettings
 from schemas.topics import FRAMES
 
@@ -29,7 +31,7 @@ from schemas.topics import FRAMES
 class _Receiver:
     """A consumer polling in its own thread; when each record (partition, offset) came in."""
 
-    def __init__(self, consumer: Any) -> None:
+    def __init__(self, consumer: RdConsumer) -> None:
         self.consumer = consumer
         self.received: dict[tuple[int, int], float] = {}
         self.ready = threading.Event()
@@ -76,11 +78,9 @@ def broker_hop_ms(
         admin.create_topics([NewTopic(topic, FRAMES.partitions, 1)])
     finally:
         admin.close()
-    producer = make_producer(kafka)
-    consumer = make_consumer(kafka, None)
-    partitions = [TopicPartition(topic, p) for p in range(FRAMES.partitions)]
-    consumer.assign(partitions)
-    consumer.seek_to_beginning(*partitions)
+    producer = RdProducer(kafka)
+    consumer = RdConsumer(kafka, f"{topic}-reader")
+    consumer.assign(TopicPartition(topic, p) for p in range(FRAMES.partitions))
     receiver = _Receiver(consumer).start()
     acks: list[float] = []
     hops: list[float] = []

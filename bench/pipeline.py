@@ -218,7 +218,7 @@ def run_pipeline(
     ``stream_processors`` processes share the frames from the start (the gate profile's one
     gate keeps one of them busy), so that no rebalance lands in the online load."""
     with private_stack(say) as stack:
-        say("    one broker hop on its own (kafka-python, one record at a time)")
+        say("    one broker hop on its own (librdkafka clients, one record at a time)")
         median_frame = sorted(checkins, key=lambda c: len(c.jpeg))[len(checkins) // 2]
         hop = broker_hop_ms(KafkaSettings(), median_frame.jpeg)
         say("    enrolling the demo students")

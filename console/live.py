@@ -16,7 +16,7 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
-from facegate.kafka_clients import make_consumer
+from facegate.rdkafka_clients import RdConsumer
 from facegate.settings import KafkaSettings
 from schemas.codec import SchemaError, decode
 from schemas.messages import Verdict, new_id
@@ -79,7 +79,7 @@ class VerdictHub:
         self._thread.join(timeout=10)
 
     def _run(self) -> None:
-        consumer = make_consumer(self.kafka, f"facegate-console-{new_id()[:8]}", [VERDICTS.name])
+        consumer = RdConsumer(self.kafka, f"facegate-console-{new_id()[:8]}", [VERDICTS.name])
         try:
             while not self._stop.is_set():
                 batches = consumer.poll(timeout_ms=200)

@@ -8,8 +8,7 @@ none.
 from __future__ import annotations
 
 import logging
-
-from kafka.consumer.fetcher import ConsumerRecord
+from typing import Protocol
 
 from facegate.metrics import DEAD_LETTERS
 from schemas.codec import SchemaError, encode
@@ -18,8 +17,24 @@ from schemas.messages import DeadLetter, now
 log = logging.getLogger(__name__)
 
 
+class SourceRecord(Protocol):
+    """What a dead letter keeps of its record: kafka-python's ``ConsumerRecord`` or the
+    librdkafka consumer's ``Record`` (:mod:`facegate.rdkafka_clients`)."""
+
+    @property
+    def topic(self) -> str: ...
+    @property
+    def partition(self) -> int: ...
+    @property
+    def offset(self) -> int: ...
+    @property
+    def key(self) -> bytes | None: ...
+    @property
+    def value(self) -> bytes: ...
+
+
 def dead_letter_record(
-    record: ConsumerRecord, error: SchemaError, service: str
+    record: SourceRecord, error: SchemaError, service: str
 ) -> tuple[bytes | None, bytes]:
     """Log and count ``record`` as a dead letter; return the ``(key, value)`` to send to
     ``frames.dlq``: the record whole, with the reason (for senders that batch their sends)."""

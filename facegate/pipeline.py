@@ -14,8 +14,8 @@ import time
 from pathlib import Path
 
 from facegate.errors import FacegateError
-from facegate.kafka_clients import make_consumer
 from facegate.paths import home_dir, models_dir
+from facegate.rdkafka_clients import RdConsumer
 from facegate.settings import KafkaSettings, MlflowSettings, load_settings
 from facegate.stack import LocalStack
 from schemas.codec import SchemaError, decode
@@ -29,7 +29,7 @@ class VerdictCollector:
     """Reads verdicts and dead letters back from Kafka in a thread, from the beginning."""
 
     def __init__(self, kafka: KafkaSettings) -> None:
-        self.consumer = make_consumer(
+        self.consumer = RdConsumer(
             kafka, f"facegate-reader-{new_id()[:8]}", [VERDICTS.name, FRAMES_DLQ.name]
         )
         self.verdicts: list[Verdict] = []

@@ -6,12 +6,12 @@ import logging
 import threading
 
 import redis
-from kafka import KafkaProducer, TopicPartition
+from kafka import TopicPartition
 from kafka.consumer.fetcher import ConsumerRecord
 
 from facegate.dead_letters import dead_letter_record
 from facegate.errors import FacegateError
-from facegate.kafka_clients import make_control_consumer, send_acknowledged
+from facegate.kafka_clients import Sender, make_control_consumer, send_acknowledged
 from facegate.settings import KafkaSettings
 from inference_worker.gallery import GalleryIndex, GalleryStore
 from inference_worker.metrics import UNREADABLE_TEMPLATES
@@ -41,7 +41,7 @@ class GallerySync:
         store: GalleryStore,
         index: GalleryIndex,
         kafka: KafkaSettings,
-        producer: KafkaProducer | None = None,
+        producer: Sender | None = None,
     ) -> None:
         self.store = store
         self.index = index

@@ -114,7 +114,8 @@ def describe_serving_model(
 
 
 class KafkaLag:
-    """Consumer lag of a kafka-python consumer, from what its last fetches reported."""
+    """Consumer lag of a consumer (librdkafka or kafka-python), from what its last fetches
+    reported."""
 
     def __init__(self, consumer: Any, group: str) -> None:
         self.consumer = consumer

@@ -24,10 +24,10 @@ from dataclasses import dataclass, replace
 from typing import Literal
 
 import redis
-from kafka import KafkaProducer, TopicPartition
+from kafka import TopicPartition
 from prometheus_client import Counter, Gauge
 
-from facegate.kafka_clients import make_control_consumer
+from facegate.kafka_clients import Sender, make_control_consumer
 from inference_worker.embedder import Embedder
 from inference_worker.gallery import GalleryIndex, GalleryStore
 from inference_worker.gallery_sync import GallerySync
@@ -116,7 +116,7 @@ class ModelFollower:
         self,
         settings: InferenceWorkerSettings,
         client: redis.Redis[bytes],
-        producer: KafkaProducer | None,
+        producer: Sender | None,
         loader: Callable[[Alias], tuple[ServingModel, float]] | None = None,
         read_desired: Callable[[], Desired] | None = None,
     ) -> None:

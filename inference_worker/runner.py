@@ -8,7 +8,7 @@ import os
 import cv2
 
 from facegate.heartbeat import Heartbeat
-from facegate.kafka_clients import make_consumer, make_producer
+from facegate.rdkafka_clients import RdConsumer, RdProducer
 from facegate.redis_client import make_redis
 from facegate.service_process import lower_priority, serve_metrics, stop_on_signals
 from inference_worker.gallery import GalleryIndex, GalleryStore
@@ -32,7 +32,7 @@ def run_worker(settings: InferenceWorkerSettings) -> None:
     """Load the model and gallery, join the consumer group, serve until stopped."""
     cv2.setNumThreads(1)
     client = make_redis(settings.redis)
-    producer = make_producer(settings.kafka)
+    producer = RdProducer(settings.kafka)
     follower: ModelFollower | None = None
     if settings.model_source == "registry":
         # Champion and canary from the registry's aliases, swapped as model events arrive.
@@ -50,9 +50,7 @@ def run_worker(settings: InferenceWorkerSettings) -> None:
         serving = lambda: fixed  # noqa: E731
         describe_serving_model(model.name, model.version, "local", lambda: len(index))
     max_batch, max_wait_ms = settings.batching()
-    consumer = make_consumer(
-        settings.kafka, settings.group_id, [FACES.name], max_poll_records=max_batch
-    )
+    consumer = RdConsumer(settings.kafka, settings.group_id, [FACES.name])
     worker = InferenceWorker(
         serving,
         consumer,

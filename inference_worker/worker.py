@@ -21,11 +21,10 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 import numpy.typing as npt
-from kafka import KafkaConsumer, KafkaProducer
-from kafka.consumer.fetcher import ConsumerRecord
 
 from facegate.dead_letters import dead_letter_record
 from facegate.kafka_clients import commit_processed, send_acknowledged
+from facegate.rdkafka_clients import RdConsumer, RdProducer, Record
 from inference_worker.decision import decide
 from inference_worker.gallery import Candidate
 from inference_worker.metrics import BATCH_SIZE, STAGE_SECONDS, KafkaLag, record_verdict
@@ -43,7 +42,7 @@ SERVICE = "inference-worker"
 class Batch:
     """Records polled together, and when the first of them arrived."""
 
-    records: list[ConsumerRecord]
+    records: list[Record]
     first_at: float
 
 
@@ -85,8 +84,8 @@ class InferenceWorker:
     def __init__(
         self,
         serving: Callable[[], ServingSet],
-        consumer: KafkaConsumer,
-        producer: KafkaProducer,
+        consumer: RdConsumer,
+        producer: RdProducer,
         max_batch: int,
         max_wait_ms: int,
         top_k: int = 5,
@@ -104,7 +103,7 @@ class InferenceWorker:
         self.max_frame_age_s = max_frame_age_s or None
         self.stopping = threading.Event()
         self.verdicts_published = 0
-        self.lag = KafkaLag(consumer, str(getattr(consumer, "config", {}).get("group_id")))
+        self.lag = KafkaLag(consumer, str(consumer.config["group_id"]))
 
     def run(self) -> None:
         """Process batches until ``stopping`` is set."""
@@ -122,7 +121,7 @@ class InferenceWorker:
 
     def next_batch(self) -> Batch:
         """Up to ``max_batch`` records, waiting at most ``max_wait`` after the first."""
-        records: list[ConsumerRecord] = []
+        records: list[Record] = []
         first_at = 0.0
         deadline = None
         while len(records) < self.max_batch and not self.stopping.is_set():

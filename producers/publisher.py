@@ -15,12 +15,11 @@ from typing import Protocol, TextIO
 import cv2
 import numpy as np
 import numpy.typing as npt
-from kafka import KafkaProducer
 from kafka.errors import KafkaError
 from kafka.producer.future import RecordMetadata
 
 from facegate.errors import FacegateError
-from facegate.kafka_clients import make_producer
+from facegate.rdkafka_clients import RdProducer
 from producers.metrics import PUBLISH_SECONDS, PUBLISHED
 from producers.settings import ProducerSettings
 from schemas.codec import encode
@@ -60,11 +59,12 @@ def check_frame_size(frame: Frame, max_frame_bytes: int) -> None:
 class FramePublisher:
     """Sends frames to Kafka and waits for the broker's acknowledgement of each one."""
 
-    def __init__(self, settings: ProducerSettings, producer: KafkaProducer | None = None) -> None:
+    def __init__(self, settings: ProducerSettings, producer: RdProducer | None = None) -> None:
         self.settings = settings
         if producer is None:
             try:
-                producer = make_producer(settings.kafka)
+                producer = RdProducer(settings.kafka)
+                producer.check_reachable(min(settings.send_timeout_s, 10.0))
             except KafkaError as exc:
                 raise FacegateError(
                     f"cannot reach Kafka at {settings.kafka.bootstrap_servers} ({exc}); "

@@ -1,14 +1,17 @@
-"""``facegate_consumer_lag`` of a kafka-python consumer, measured against the real broker."""
+"""``facegate_consumer_lag`` of the worker's librdkafka consumer and of a kafka-python one,
+measured against the real broker."""
 
 from __future__ import annotations
 
 import time
 import uuid
+from typing import Any
 
 import pytest
 from prometheus_client import REGISTRY
 
 from facegate.kafka_clients import make_consumer, make_producer
+from facegate.rdkafka_clients import RdConsumer
 from facegate.settings import KafkaSettings, load_settings
 from facegate.stack import LocalStack
 from inference_worker.metrics import KafkaLag
@@ -22,7 +25,8 @@ def _lag(group: str, topic: str) -> float | None:
     return REGISTRY.get_sample_value("facegate_consumer_lag", labels)
 
 
-def test_lag_follows_what_the_group_has_consumed(local_stack: LocalStack) -> None:
+@pytest.mark.parametrize("library", ["librdkafka", "kafka-python"])
+def test_lag_follows_what_the_group_has_consumed(local_stack: LocalStack, library: str) -> None:
     kafka = load_settings(KafkaSettings)
     topic, group = create_scratch_topic("lag", kafka), f"lag-group-{uuid.uuid4().hex[:8]}"
     producer = make_producer(kafka)
@@ -31,7 +35,11 @@ def test_lag_follows_what_the_group_has_consumed(local_stack: LocalStack) -> Non
         producer.send(topic, key=b"k", value=str(n).encode()).get(timeout=30)
     producer.close()
 
-    consumer = make_consumer(kafka, group, [topic], max_poll_records=4)
+    consumer: Any = (
+        RdConsumer(kafka, group, [topic])
+        if library == "librdkafka"
+        else make_consumer(kafka, group, [topic], max_poll_records=4)
+    )
     lag = KafkaLag(consumer, group)
     try:
         seen: list[int] = []
