@@ -5,10 +5,10 @@ One record at a time (the JPEG of the benchmark's median-size frame) goes from a
 consumer of a scratch topic with as many partitions as ``frames``, through the stack's broker,
 with the hot path's clients and settings (``RdProducer``, ``RdConsumer``: librdkafka, the
 hot-path fetch wait; in the pipeline the stream processor's end of each hop is Faust's
-aiokafka).  The consumer polls all the time in its own thread, as
-the services' consumers do, so a fetch is already waiting at the broker when each record
-arrives, as at a gate between two students.  Nothing else runs on the broker meanwhile, so this
-is what a hop costs before any service competes for the cores.
+aiokafka).  The consumer polls all the time in its own thread, as the services' consumers do,
+so a fetch is already waiting at the broker when each record arrives, as at a gate between two
+students.  Nothing else runs on the broker meanwhile, so this is what a hop costs before any
+service competes for the cores.
 """
 
 from __future__ import annotations
