@@ -17,12 +17,15 @@ from facegate.settings import KafkaSettings
 T = TypeVar("T")
 
 
-def create_scratch_topic(prefix: str, kafka: KafkaSettings | None = None) -> str:
-    """A new one-partition topic named ``prefix-<random>``, so a test reads only its records."""
+def create_scratch_topic(
+    prefix: str, kafka: KafkaSettings | None = None, partitions: int = 1
+) -> str:
+    """A new topic named ``prefix-<random>`` (one partition unless told), so a test reads only
+    its records."""
     topic = f"{prefix}-{uuid.uuid4().hex[:8]}"
     admin = make_admin(kafka or KafkaSettings())
     try:
-        admin.create_topics([NewTopic(topic, 1, 1)], timeout_ms=10_000)
+        admin.create_topics([NewTopic(topic, partitions, 1)], timeout_ms=10_000)
     finally:
         admin.close()
     return topic

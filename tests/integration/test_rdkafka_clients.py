@@ -6,10 +6,9 @@ import time
 import uuid
 
 import pytest
-from kafka.admin import NewTopic
 
 from facegate.errors import FacegateError
-from facegate.kafka_clients import make_admin, make_producer
+from facegate.kafka_clients import make_producer
 from facegate.rdkafka_clients import RdConsumer, RdProducer, Record
 from facegate.settings import KafkaSettings, load_settings
 from facegate.stack import LocalStack
@@ -34,12 +33,7 @@ def test_a_gate_lands_on_the_partition_kafka_python_would_choose(local_stack: Lo
     # Frames are produced by the publisher (librdkafka) and replayed by kafka-python, faces by
     # Faust (aiokafka): a gate's records must share one partition whichever library sent them.
     kafka = load_settings(KafkaSettings)
-    topic = f"partitioner-{uuid.uuid4().hex[:8]}"
-    admin = make_admin(kafka)
-    try:
-        admin.create_topics([NewTopic(topic, FRAMES.partitions, 1)])
-    finally:
-        admin.close()
+    topic = create_scratch_topic("partitioner", kafka, FRAMES.partitions)
     ours, theirs = RdProducer(kafka), make_producer(kafka)
     try:
         keys = [f"gate-{n}".encode() for n in range(24)]
