@@ -125,11 +125,14 @@ class DeliveryFuture:
         else:
             topic = message.topic() or ""
             partition = message.partition() or 0
+            offset = message.offset()
             self._metadata = RecordMetadata(
                 topic,
                 partition,
                 TopicPartition(topic, partition),
-                message.offset(),
+                # Delivered without an offset (an idempotent producer's retry the broker called a
+                # duplicate): -1, as kafka-python reports it.
+                -1 if offset is None or offset < 0 else offset,
                 message.timestamp()[1],
                 None,
                 len(message.key() or b""),

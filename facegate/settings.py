@@ -89,7 +89,8 @@ class KafkaSettings(_Settings):
     # crashes: the restarted broker answers a retried batch with DUPLICATE_SEQUENCE_NUMBER though
     # it never stored it, and the client counts that as delivered (offset -1).  Measured on
     # tansu's S3 engine, 10 SIGKILLs while sending: 3 of 1,802 acknowledged records missing with
-    # it, none of 2,320 without (tests/faults/test_broker_restart.py checks it).  Consumers
+    # it, none of 2,320 without (tests/faults/test_broker_restart.py checks it).  librdkafka's
+    # idempotent producer (the hot path's) lost 1 of 465 the same way (2026-12-04).  Consumers
     # de-duplicate by frame id anyway, so off by default; genuine Kafka keeps sequence state
     # correctly (compose and Helm turn it on).
     idempotent_producer: bool = False
