@@ -102,7 +102,6 @@ class Record:
     topic: str
     partition: int
     offset: int
-    timestamp: int
     key: bytes | None
     value: bytes
 
@@ -165,7 +164,7 @@ class DeliveryFuture:
 class RdProducer:
     """A producer that waits for every replica's acknowledgement and sends without lingering."""
 
-    def __init__(self, settings: KafkaSettings, **overrides: Any) -> None:
+    def __init__(self, settings: KafkaSettings) -> None:
         config = {
             **common_config(settings),
             "acks": "all",
@@ -179,7 +178,6 @@ class RdProducer:
             # As kafka-python's default: a record not delivered in two minutes fails retriably
             # and ``send_acknowledged`` sends it again.
             "message.timeout.ms": 120_000,
-            **overrides,
         }
         self._producer = confluent_kafka.Producer(config)
 
@@ -235,31 +233,22 @@ class RdProducer:
 class RdConsumer:
     """A consumer in a group that commits only what the caller says it has processed."""
 
-    def __init__(
-        self,
-        settings: KafkaSettings,
-        group_id: str,
-        topics: Iterable[str] = (),
-        **overrides: Any,
-    ) -> None:
-        self.config: dict[str, Any] = {
-            **common_config(settings),
-            "group.id": group_id,
-            "enable.auto.commit": False,
-            "auto.offset.reset": "earliest",
-            "session.timeout.ms": settings.session_timeout_ms,
-            "heartbeat.interval.ms": settings.heartbeat_interval_ms,
-            "fetch.wait.max.ms": settings.fetch_max_wait_ms,
-            "max.partition.fetch.bytes": 16 * 1024 * 1024,
-            "fetch.max.bytes": 64 * 1024 * 1024,
-            # Records fetched ahead of the caller: enough for a few batches, not a backlog.
-            "queued.max.messages.kbytes": 16 * 1024,
-            **overrides,
-        }
-        # kafka-python's name, read by the lag reporter and by logs.
-        self.config["group_id"] = group_id
+    def __init__(self, settings: KafkaSettings, group_id: str, topics: Iterable[str] = ()) -> None:
+        self.group_id = group_id  # read by the lag reporter
         self._consumer = confluent_kafka.Consumer(
-            {k: v for k, v in self.config.items() if k != "group_id"}
+            {
+                **common_config(settings),
+                "group.id": group_id,
+                "enable.auto.commit": False,
+                "auto.offset.reset": "earliest",
+                "session.timeout.ms": settings.session_timeout_ms,
+                "heartbeat.interval.ms": settings.heartbeat_interval_ms,
+                "fetch.wait.max.ms": settings.fetch_max_wait_ms,
+                "max.partition.fetch.bytes": 16 * 1024 * 1024,
+                "fetch.max.bytes": 64 * 1024 * 1024,
+                # Records fetched ahead of the caller: enough for a few batches, not a backlog.
+                "queued.max.messages.kbytes": 16 * 1024,
+            }
         )
         topic_list = list(topics)
         if topic_list:
@@ -305,7 +294,6 @@ class RdConsumer:
                     topic,
                     partition,
                     message.offset() or 0,
-                    message.timestamp()[1],
                     message.key(),
                     message.value() or b"",
                 )

@@ -103,7 +103,7 @@ class InferenceWorker:
         self.max_frame_age_s = max_frame_age_s or None
         self.stopping = threading.Event()
         self.verdicts_published = 0
-        self.lag = KafkaLag(consumer, str(consumer.config["group_id"]))
+        self.lag = KafkaLag(consumer, consumer.group_id)
 
     def run(self) -> None:
         """Process batches until ``stopping`` is set."""
