@@ -6,15 +6,19 @@ the Faust agent hands it raw bytes and publishes what it returns.
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass
 
 import numpy as np
+import numpy.typing as npt
 
 from schemas.codec import SchemaError, decode
 from schemas.messages import DeadLetter, Face, FaceCrop, Frame, now
 from stream_processors.face_analysis import FaceAnalyzer
 from stream_processors.image_decoding import ImageError, decode_image
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -78,6 +82,19 @@ class FrameProcessor:
         hop = {}
         if received_at is not None:
             hop["frames_hop"] = max(0.0, (received_at - frame.published_at) * 1000)
+        try:
+            return FrameResult(face=self._analyse(frame, image, {**hop, "decode": decode_ms}))
+        except Exception as error:
+            # Faust acks a record whose agent raises, so an escaping error would lose the frame
+            # without an answer: it goes to the dead-letter topic whole, with the error.
+            log.exception("analysis of frame %s failed", frame.frame_id)
+            detail = f"{type(error).__name__}: {error}"
+            return self._dead_result(raw, ref, "analysis_failed", detail, frame.frame_id)
+
+    def _analyse(
+        self, frame: Frame, image: npt.NDArray[np.uint8], timings_ms: dict[str, float]
+    ) -> Face:
+        """The face message of a decoded frame: detection, alignment, quality."""
         analysis = self.analyzer.analyze(image)
         crops = [
             FaceCrop(
@@ -90,28 +107,22 @@ class FrameProcessor:
         ]
         face = analysis.face
         quality = analysis.quality
-        return FrameResult(
-            face=Face(
-                frame_id=frame.frame_id,
-                gate_id=frame.gate_id,
-                exam_id=frame.exam_id,
-                claimed_student_id=frame.claimed_student_id,
-                captured_at=frame.captured_at,
-                outcome=analysis.outcome,  # type: ignore[arg-type]
-                face_count=analysis.face_count,
-                box=list(face.box) if face else None,
-                landmarks=face.landmarks.tolist() if face else None,
-                detection_score=face.score if face else None,
-                quality_ok=bool(quality and quality.ok),
-                quality=dict(quality.scores) if quality else {},
-                quality_reasons=list(quality.reasons) if quality else [],
-                crops=crops,
-                timings_ms={
-                    **hop,
-                    "decode": decode_ms,
-                    **analysis.timings_ms,
-                },
-            )
+        return Face(
+            frame_id=frame.frame_id,
+            gate_id=frame.gate_id,
+            exam_id=frame.exam_id,
+            claimed_student_id=frame.claimed_student_id,
+            captured_at=frame.captured_at,
+            outcome=analysis.outcome,  # type: ignore[arg-type]
+            face_count=analysis.face_count,
+            box=list(face.box) if face else None,
+            landmarks=face.landmarks.tolist() if face else None,
+            detection_score=face.score if face else None,
+            quality_ok=bool(quality and quality.ok),
+            quality=dict(quality.scores) if quality else {},
+            quality_reasons=list(quality.reasons) if quality else [],
+            crops=crops,
+            timings_ms={**timings_ms, **analysis.timings_ms},
         )
 
     @staticmethod
