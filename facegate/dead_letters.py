@@ -34,10 +34,11 @@ class SourceRecord(Protocol):
 
 
 def dead_letter_record(
-    record: SourceRecord, error: SchemaError, service: str
+    record: SourceRecord, error: SchemaError, service: str, frame_id: str | None = None
 ) -> tuple[bytes | None, bytes]:
     """Log and count ``record`` as a dead letter; return the ``(key, value)`` to send to
-    ``frames.dlq``: the record whole, with the reason (for senders that batch their sends)."""
+    ``frames.dlq``: the record whole, with the reason (for senders that batch their sends),
+    and the frame it answers when the record could be read that far."""
     log.warning(
         "dead letter from %s[%d]@%d: %s", record.topic, record.partition, record.offset, error
     )
@@ -52,5 +53,6 @@ def dead_letter_record(
         service=service,
         failed_at=now(),
         payload=record.value,
+        frame_id=frame_id,
     )
     return record.key, encode(letter)

@@ -179,7 +179,18 @@ class InferenceWorker:
                     missing = SchemaError(
                         "missing_template_crop", f"no crop for {arm.model.template_name}"
                     )
-                    letters.append(dead_letter_record(record, missing, SERVICE))
+                    letters.append(dead_letter_record(record, missing, SERVICE, face.frame_id))
+                    continue
+                width, height = arm.model.embedder.card.input_size
+                if crop.shape != (height, width, 3):
+                    # Tagged with the template but not its size (a faulty or hostile producer):
+                    # the embedder would raise and the worker would stop on this record.
+                    wrong = SchemaError(
+                        "bad_crop_size",
+                        f"{crop.shape[1]}x{crop.shape[0]} crop for "
+                        f"{arm.model.template_name}, which is {width}x{height}",
+                    )
+                    letters.append(dead_letter_record(record, wrong, SERVICE, face.frame_id))
                     continue
                 crops[face.frame_id] = (arm, crop)
             faces.append((face, arm))

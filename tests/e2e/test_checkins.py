@@ -9,14 +9,17 @@ import numpy as np
 import pytest
 
 from facegate.kafka_clients import make_producer
+from facegate.paths import models_dir
 from facegate.settings import KafkaSettings
+from inference_worker.embedder import ModelCard
 from inference_worker.worker import SERVICE as WORKER_SERVICE
 from producers.publisher import FramePublisher
 from producers.settings import ProducerSettings
-from schemas.codec import encode_version
-from schemas.messages import Frame, new_id, now
+from schemas.codec import encode, encode_version
+from schemas.messages import Face, FaceCrop, Frame, new_id, now
 from schemas.topics import FACES
 from tests.e2e.conftest import RunningPipeline
+from trainer.build_models import EMBEDDERS
 
 pytestmark = pytest.mark.e2e
 
@@ -131,3 +134,44 @@ def test_an_unreadable_face_record_is_dead_lettered_by_the_worker(
             return
         time.sleep(0.2)
     pytest.fail("the worker sent no dead letter for an unreadable face record")
+
+
+def test_a_face_with_a_crop_of_the_wrong_size_is_dead_lettered_and_the_worker_goes_on(
+    pipeline: RunningPipeline,
+) -> None:
+    # Well-formed, tagged with every built model's template, but 10x10 pixels: the embedder
+    # cannot take it, so before the fix the worker raised on it and stopped (and on every
+    # restart, since the record stayed uncommitted).
+    templates = [ModelCard.read(models_dir() / name).template_name for name in EMBEDDERS]
+    face = Face(
+        frame_id=new_id(),
+        gate_id="gate-e2e",
+        exam_id="e2e-exam",
+        claimed_student_id=pipeline.enrolled[0],
+        captured_at=now(),
+        outcome="face",
+        face_count=1,
+        crops=[
+            FaceCrop(template=t, width=10, height=10, pixels=bytes(10 * 10 * 3)) for t in templates
+        ],
+    )
+    raw = encode(face)
+    producer = make_producer(KafkaSettings())
+    try:
+        producer.send(FACES.name, key=b"gate-e2e", value=raw).get(timeout=30)
+    finally:
+        producer.close()
+    deadline = time.monotonic() + 60
+    while not (found := [d for d in pipeline.collector.dead_letters if d.payload == raw]):
+        if time.monotonic() > deadline:
+            pytest.fail("the worker sent no dead letter for a face with a 10x10 crop")
+        time.sleep(0.2)
+    assert found[0].service == WORKER_SERVICE and found[0].reason == "bad_crop_size"
+    assert found[0].frame_id == face.frame_id and "10x10 crop" in found[0].detail
+    # The worker is still answering: a real check-in gets its verdict.
+    student, photo = pipeline.enrolled_probe_photos(1)[0]
+    frame = _frame(photo.read_bytes(), student)
+    with FramePublisher(ProducerSettings()) as publisher:
+        publisher.publish(frame)
+    assert not pipeline.collector.wait_for({frame.frame_id}, 60), "the worker stopped answering"
+    assert any(v.frame_id == frame.frame_id for v in pipeline.collector.verdicts)
