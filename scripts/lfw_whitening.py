@@ -112,14 +112,19 @@ class Evaluation:
             accuracies.append(float(np.mean(correct)))
         return float(np.mean(accuracies)), float(np.std(accuracies))
 
-    def tar_within_groups(self, alpha: float | None) -> tuple[dict[str, float | None], int, int]:
-        fars = (1e-3, 1e-4)
+    def all_pairs_groups(self) -> list[npt.NDArray[np.int64]]:
+        """The rows of the all-pairs images, grouped: each person's View 2 fold, or a hash of
+        their name for people in no View 2 pair.  Groups share no people."""
         rows = np.array([self.row[k] for k in self.plan.all_pairs_images])
         group_of = {p: f for f, people in self.fold_people.items() for p in people}
         groups = np.array(
             [group_of.get(p, zlib.crc32(p.encode()) % GROUPS + 1) for p in self.person[rows]]
         )
-        members_of = [rows[groups == group] for group in np.unique(groups)]
+        return [rows[groups == group] for group in np.unique(groups)]
+
+    def tar_within_groups(self, alpha: float | None) -> tuple[dict[str, float | None], int, int]:
+        fars = (1e-3, 1e-4)
+        members_of = self.all_pairs_groups()
         # Each group keeps as many top impostors as the pooled FARs need: a group may hold
         # more of the pooled tail than its own share.
         keep = metrics.tail_size(
