@@ -146,8 +146,9 @@ class Retrainer:
 
     def run(self, reason: str) -> RetrainOutcome:
         """Dataset, training, export, gate; register and start a canary if the gate passes."""
+        from trainer.datasets.materialize import prune_cache
         from trainer.training.settings import TrainerSettings
-        from trainer.training.train import train
+        from trainer.training.train import dataset_cache_dir, train
 
         outcome = RetrainOutcome(reason)
         settings = self.settings
@@ -166,6 +167,12 @@ class Retrainer:
             resume=False,
             track="on",
         )
+        # Erasure reaches this host's dataset cache here (forget cannot reach it): copies of
+        # images no longer in the store go before training reads the cache.
+        pruned = prune_cache(dataset_cache_dir(train_settings), manifest)
+        if pruned:
+            log.info("dataset cache: deleted %d copies of images no longer stored", len(pruned))
+            outcome.steps.append(f"cache: {len(pruned)} copies of images no longer stored deleted")
         # train() exports model.onnx and checks it against the PyTorch model on real faces.
         result = train(train_settings, manifest, out_dir)
         outcome.run_id = result.run_id

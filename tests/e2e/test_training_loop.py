@@ -31,6 +31,7 @@ from schemas.codec import SchemaError, decode
 from schemas.messages import DriftReport, Frame, ModelEvent, new_id, now
 from schemas.topics import DRIFT, MODEL_EVENTS
 from tests.e2e.conftest import RunningPipeline
+from trainer.datasets.materialize import blob_path, crop_path
 from trainer.evaluation_gate import GateOptions, lfw_samples
 from trainer.registry import champion_version, version_tags
 
@@ -123,6 +124,11 @@ def _publish(pipeline: RunningPipeline, frames: list[Frame], timeout_s: float = 
     assert not missing, f"{len(missing)} frames without a verdict"
 
 
+def _stale_copies(cache: Path) -> list[Path]:
+    gone = "f0" * 32  # the checksum of no image in the store
+    return [blob_path(cache, gone), crop_path(cache, "align112-any", gone)]
+
+
 @pytest.fixture
 def loop_services(
     pipeline: RunningPipeline, lfw_dir: Path, tmp_path: Path
@@ -149,7 +155,13 @@ def loop_services(
         "FACEGATE_CANARY_MIN_CHAMPION_VERDICTS": "4",
         "FACEGATE_TRAIN_PROGRESS": "false",
         "FACEGATE_RETRAIN_OUTPUT_DIR": str(tmp_path / "models"),
+        "FACEGATE_TRAIN_CACHE_DIR": str(tmp_path / "cache"),
     }
+    # Copies of an image no longer stored (a forgotten student's), left by an earlier run: the
+    # retraining run deletes them (test_drift_retrains_gates_and_rolls_out checks).
+    for stale in _stale_copies(tmp_path / "cache"):
+        stale.parent.mkdir(parents=True, exist_ok=True)
+        stale.write_bytes(b"sealed copy of a forgotten photo")
     mlflow_settings = MlflowSettings()
     original = champion_version(mlflow_settings)
     for name in LOOP_SERVICES:
@@ -195,6 +207,10 @@ def test_drift_retrains_gates_and_rolls_out(
         "gate decision on model-events",
     )
     assert decided.run_id, decided
+    # The run pruned its dataset cache to the images the store still holds.
+    assert not any(
+        p.exists() for p in _stale_copies(Path(loop_services["FACEGATE_TRAIN_CACHE_DIR"]))
+    )
     settings = MlflowSettings()
     mlflow.set_tracking_uri(settings.tracking_uri)
     run = mlflow.get_run(decided.run_id)

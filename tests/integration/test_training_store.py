@@ -51,7 +51,7 @@ from trainer.datasets import (
     store_manifest,
 )
 from trainer.datasets.faces import read_rgb
-from trainer.datasets.materialize import blob_path, crop_path
+from trainer.datasets.materialize import blob_path, crop_path, prune_cache
 from trainer.datasets.sources import DatasetSource
 from trainer.training import TrainerSettings, train
 from trainer.training.checkpoints import S3CheckpointStore, checkpoint_key
@@ -309,6 +309,52 @@ def test_a_changed_object_stops_the_rebuild(uploaded: Uploaded, tmp_path: Path) 
     assert len(materialize(manifest, tmp_path / "fresh3", up.client, progress=False)) == len(
         manifest.entries
     )
+
+
+def test_a_new_dataset_prunes_the_cached_copies_of_images_no_longer_stored(
+    uploaded: Uploaded, tmp_path: Path
+) -> None:
+    # A retraining run prunes its cache against the manifest it has just built: a student's
+    # photos deleted from the store (forget, unenrol) lose their fetched copies and aligned
+    # crops on the trainer's disk, which forget itself cannot reach.
+    up = uploaded
+    cache = tmp_path / "cache"
+    before = _build(up)
+    materialize(before, cache, up.client, progress=False)
+    for entry in before.entries:
+        for crop in (
+            crop_path(cache, "template-a", entry.sha256),
+            crop_path(cache, "template-b", entry.sha256).with_suffix(".noface"),
+        ):
+            crop.parent.mkdir(parents=True, exist_ok=True)
+            crop.write_bytes(seal_file_bytes(crop, b"crop"))
+    student = up.students[2]
+    keys = [k for k in up.photo_keys if f"student={student}/" in k]
+    assert len(keys) == 2
+    originals = {key: get_bytes(up.client, up.bucket, key) for key in keys}
+    gone = [e for e in before.entries if e.identity == student]
+    kept = [e for e in before.entries if e.identity != student]
+    assert gone and kept
+    try:
+        for key in keys:
+            up.client.remove_object(up.bucket, key)
+        after = _build(up)
+        assert {e.sha256 for e in after.entries} == {e.sha256 for e in kept}
+        pruned = prune_cache(cache, after)
+        for entry in gone:
+            assert not blob_path(cache, entry.sha256).exists()
+            assert not list(cache.glob(f"crops/*/*/{entry.sha256}.*"))
+        assert len(pruned) == 3 * len(gone)  # the blob and both templates' crops of each
+        for entry in kept:
+            assert blob_path(cache, entry.sha256).is_file()
+            assert crop_path(cache, "template-a", entry.sha256).is_file()
+        assert prune_cache(cache, after) == []
+        # The pruned cache still serves the new manifest without fetching what it keeps.
+        assert len(materialize(after, cache, up.client, progress=False)) == len(after.entries)
+    finally:
+        for key, data in originals.items():
+            assert data is not None
+            put_bytes(up.client, up.bucket, key, data, "application/octet-stream")
 
 
 def test_cli_builds_stores_and_trains(

@@ -64,6 +64,24 @@ def forget_cached(cache_dir: Path, sha256: str) -> list[Path]:
     return gone
 
 
+def prune_cache(cache_dir: Path, manifest: DatasetManifest) -> list[Path]:
+    """Delete every cached copy (blob or aligned crop) of an image ``manifest`` does not name.
+
+    Run with the manifest a retraining run has just built from the store as it is now: the
+    copies of images that left the store since (a forgotten or unenrolled student's photos,
+    feedback samples past their retention) go, however many manifests named them before.  A
+    later run of an older manifest fetches and aligns what it needs again."""
+    keep = {entry.sha256 for entry in manifest.entries}
+    copies = [*(cache_dir / "blobs").glob("*/*"), *(cache_dir / CROPS).glob("*/*/*")]
+    gone = []
+    for path in copies:
+        # Crops are <sha256>.png or <sha256>.noface; blobs are named by the bare checksum.
+        if path.is_file() and path.name.split(".", 1)[0] not in keep:
+            path.unlink(missing_ok=True)
+            gone.append(path)
+    return gone
+
+
 def write_atomic(path: Path, data: bytes) -> None:
     """Write ``data`` to ``path`` so that readers (other ranks) never see a partial file."""
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -65,6 +65,11 @@ def checkpoint_store(settings: TrainerSettings, client: Minio | None) -> Checkpo
     return S3CheckpointStore(client or make_object_store(settings.s3), settings.s3.bucket_models)
 
 
+def dataset_cache_dir(settings: TrainerSettings) -> Path:
+    """Where fetched images and aligned crops are cached (``FACEGATE_TRAIN_CACHE_DIR``)."""
+    return settings.cache_dir or home_dir() / "datasets"
+
+
 def prepare_face_set(
     manifest: DatasetManifest,
     settings: TrainerSettings,
@@ -73,7 +78,7 @@ def prepare_face_set(
     aligner: FaceAligner | None = None,
 ) -> FaceSet:
     """Fetch, verify and align the manifest's images; rank 0 first, the others from its cache."""
-    cache_dir = settings.cache_dir or home_dir() / "datasets"
+    cache_dir = dataset_cache_dir(settings)
     needs_store = any(e.uri.startswith("s3://") for e in manifest.entries)
     if needs_store and client is None:
         client = make_object_store(settings.s3)
