@@ -27,16 +27,12 @@ tried").  Embeddings come from ``scripts/lfw_fusion.py``'s cache (computed there
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
 
-from scripts.lfw_fusion import embed
-from scripts.lfw_whitening import Evaluation, _percent
+from scripts.lfw_whitening import Evaluation, common_arguments, evaluation_for, print_row
 from trainer.evaluation import metrics
-from trainer.evaluation.cli import default_lfw_dir
-from trainer.evaluation.lfw_plan import LfwOptions, plan_lfw
 
 Matrix = npt.NDArray[np.float64]
 
@@ -126,9 +122,7 @@ class Normalisation:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--lfw", type=Path, default=None, help="LFW folder (default: shared)")
-    parser.add_argument("--model", default="mobilefacenet")
-    parser.add_argument("--flip", action="store_true", help="mirror test-time augmentation")
+    common_arguments(parser)
     parser.add_argument(
         "--top",
         type=int,
@@ -136,23 +130,12 @@ def main() -> None:
         default=[50, 100, 300],
         help="cohort cosines per face (0: plain cosine, -1: the whole cohort)",
     )
-    parser.add_argument("--cache", type=Path, default=Path("reports/fusion"))
     args = parser.parse_args()
-    plan = plan_lfw(args.lfw or default_lfw_dir(), LfwOptions())
-    table = embed(plan, args.model, args.cache, args.flip)
-    runs = Normalisation(Evaluation(plan, table.embeddings, table.valid))
+    runs = Normalisation(evaluation_for(args))
     for top in [0, *args.top]:
         k = None if top < 0 else top
-        mean, std = runs.view2_accuracy(k)
-        tar, genuine, impostors = runs.tar_within_groups(k)
         label = {0: "plain cosine", None: "S-norm, whole cohort"}.get(k, f"AS-norm top {k}")
-        print(
-            f"{args.model}{' + mirror' if args.flip else ''}, {label}: View 2 {mean * 100:.3f}% "
-            f"± {std * 100:.2f}, TAR@1e-3 {_percent(tar['1e-3'])}, TAR@1e-4 "
-            f"{_percent(tar['1e-4'])} ({genuine} genuine, {impostors} impostor pairs "
-            "within groups)",
-            flush=True,
-        )
+        print_row(args, label, runs.view2_accuracy(k), runs.tar_within_groups(k))
 
 
 if __name__ == "__main__":

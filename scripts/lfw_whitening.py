@@ -153,29 +153,50 @@ def _percent(value: float | None) -> str:
     return "n/a" if value is None else f"{value * 100:.2f}%"
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def common_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options every LFW experiment over cached embeddings takes."""
     parser.add_argument("--lfw", type=Path, default=None, help="LFW folder (default: shared)")
     parser.add_argument("--model", default="mobilefacenet")
     parser.add_argument("--flip", action="store_true", help="mirror test-time augmentation")
+    parser.add_argument("--cache", type=Path, default=Path("reports/fusion"))
+
+
+def evaluation_for(args: argparse.Namespace) -> Evaluation:
+    """The embeddings the options name (cached by ``scripts/lfw_fusion.py``)."""
+    plan = plan_lfw(args.lfw or default_lfw_dir(), LfwOptions())
+    table = embed(plan, args.model, args.cache, args.flip)
+    return Evaluation(plan, table.embeddings, table.valid)
+
+
+def print_row(
+    args: argparse.Namespace,
+    label: str,
+    view2: tuple[float, float],
+    within: tuple[dict[str, float | None], int, int],
+) -> None:
+    """One measured variant: View 2 accuracy and TAR within groups."""
+    (mean, std), (tar, genuine, impostors) = view2, within
+    print(
+        f"{args.model}{' + mirror' if args.flip else ''}, {label}: View 2 {mean * 100:.3f}% "
+        f"± {std * 100:.2f}, TAR@1e-3 {_percent(tar['1e-3'])}, TAR@1e-4 "
+        f"{_percent(tar['1e-4'])} ({genuine} genuine, {impostors} impostor pairs "
+        "within groups)",
+        flush=True,
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    common_arguments(parser)
     parser.add_argument(
         "--alphas", type=float, nargs="+", default=[0.3, 0.6], help="shrinkage values to try"
     )
-    parser.add_argument("--cache", type=Path, default=Path("reports/fusion"))
     args = parser.parse_args()
-    plan = plan_lfw(args.lfw or default_lfw_dir(), LfwOptions())
-    table = embed(plan, args.model, args.cache, args.flip)
-    evaluation = Evaluation(plan, table.embeddings, table.valid)
+    evaluation = evaluation_for(args)
     for alpha in [None, *args.alphas]:
-        mean, std = evaluation.view2_accuracy(alpha)
-        tar, genuine, impostors = evaluation.tar_within_groups(alpha)
         label = "no head" if alpha is None else f"WCCN alpha {alpha:.2f}"
-        print(
-            f"{args.model}{' + mirror' if args.flip else ''}, {label}: View 2 {mean * 100:.3f}% "
-            f"± {std * 100:.2f}, TAR@1e-3 {_percent(tar['1e-3'])}, TAR@1e-4 "
-            f"{_percent(tar['1e-4'])} ({genuine} genuine, {impostors} impostor pairs "
-            "within groups)",
-            flush=True,
+        print_row(
+            args, label, evaluation.view2_accuracy(alpha), evaluation.tar_within_groups(alpha)
         )
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -19,6 +20,17 @@ from stream_processors.face_analysis import FaceAnalyzer
 from stream_processors.image_decoding import ImageError, decode_image
 
 log = logging.getLogger(__name__)
+
+
+def _from_frame(frame: Frame) -> dict[str, Any]:
+    """The fields a face message carries over from its frame."""
+    return {
+        "frame_id": frame.frame_id,
+        "gate_id": frame.gate_id,
+        "exam_id": frame.exam_id,
+        "claimed_student_id": frame.claimed_student_id,
+        "captured_at": frame.captured_at,
+    }
 
 
 @dataclass(frozen=True)
@@ -108,11 +120,7 @@ class FrameProcessor:
         face = analysis.face
         quality = analysis.quality
         return Face(
-            frame_id=frame.frame_id,
-            gate_id=frame.gate_id,
-            exam_id=frame.exam_id,
-            claimed_student_id=frame.claimed_student_id,
-            captured_at=frame.captured_at,
+            **_from_frame(frame),
             outcome=analysis.outcome,  # type: ignore[arg-type]
             face_count=analysis.face_count,
             box=list(face.box) if face else None,
@@ -129,11 +137,7 @@ class FrameProcessor:
     def _stale(frame: Frame, age_s: float, received_at: float) -> Face:
         """The face message of a frame that waited too long: no analysis, a reason to retake."""
         return Face(
-            frame_id=frame.frame_id,
-            gate_id=frame.gate_id,
-            exam_id=frame.exam_id,
-            claimed_student_id=frame.claimed_student_id,
-            captured_at=frame.captured_at,
+            **_from_frame(frame),
             outcome="stale",
             face_count=0,
             timings_ms={

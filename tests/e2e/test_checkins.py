@@ -16,7 +16,7 @@ from inference_worker.worker import SERVICE as WORKER_SERVICE
 from producers.publisher import FramePublisher
 from producers.settings import ProducerSettings
 from schemas.codec import encode, encode_version
-from schemas.messages import Face, FaceCrop, Frame, new_id, now
+from schemas.messages import DeadLetter, Face, FaceCrop, Frame, new_id, now
 from schemas.topics import FACES
 from tests.e2e.conftest import RunningPipeline
 from trainer.build_models import EMBEDDERS
@@ -119,21 +119,25 @@ def test_an_unreadable_face_record_is_dead_lettered_by_the_worker(
     pipeline: RunningPipeline,
 ) -> None:
     raw = b"\x00 not a face record " + new_id().encode()
+    letter = _worker_dead_letter(pipeline, raw, "an unreadable face record")
+    assert letter.source_topic == FACES.name
+    assert letter.reason  # why it could not be read
+
+
+def _worker_dead_letter(pipeline: RunningPipeline, raw: bytes, what: str) -> DeadLetter:
+    """Send ``raw`` to ``faces`` and wait for the worker's dead letter of it."""
     producer = make_producer(KafkaSettings())
     try:
         producer.send(FACES.name, key=b"gate-e2e", value=raw).get(timeout=30)
     finally:
         producer.close()
     deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        found = [d for d in pipeline.collector.dead_letters if d.payload == raw]
-        if found:
-            assert found[0].service == WORKER_SERVICE
-            assert found[0].source_topic == FACES.name
-            assert found[0].reason  # why it could not be read
-            return
+    while not (found := [d for d in pipeline.collector.dead_letters if d.payload == raw]):
+        if time.monotonic() > deadline:
+            pytest.fail(f"the worker sent no dead letter for {what}")
         time.sleep(0.2)
-    pytest.fail("the worker sent no dead letter for an unreadable face record")
+    assert found[0].service == WORKER_SERVICE
+    return found[0]
 
 
 def test_a_face_with_a_crop_of_the_wrong_size_is_dead_lettered_and_the_worker_goes_on(
@@ -155,19 +159,9 @@ def test_a_face_with_a_crop_of_the_wrong_size_is_dead_lettered_and_the_worker_go
             FaceCrop(template=t, width=10, height=10, pixels=bytes(10 * 10 * 3)) for t in templates
         ],
     )
-    raw = encode(face)
-    producer = make_producer(KafkaSettings())
-    try:
-        producer.send(FACES.name, key=b"gate-e2e", value=raw).get(timeout=30)
-    finally:
-        producer.close()
-    deadline = time.monotonic() + 60
-    while not (found := [d for d in pipeline.collector.dead_letters if d.payload == raw]):
-        if time.monotonic() > deadline:
-            pytest.fail("the worker sent no dead letter for a face with a 10x10 crop")
-        time.sleep(0.2)
-    assert found[0].service == WORKER_SERVICE and found[0].reason == "bad_crop_size"
-    assert found[0].frame_id == face.frame_id and "10x10 crop" in found[0].detail
+    letter = _worker_dead_letter(pipeline, encode(face), "a face with a 10x10 crop")
+    assert letter.reason == "bad_crop_size"
+    assert letter.frame_id == face.frame_id and "10x10 crop" in letter.detail
     # The worker is still answering: a real check-in gets its verdict.
     student, photo = pipeline.enrolled_probe_photos(1)[0]
     frame = _frame(photo.read_bytes(), student)
