@@ -92,6 +92,7 @@ def test_required_alerts_exist() -> None:
     assert {
         "FaceGateConsumerLagHigh",
         "FaceGateDeadLetterRateHigh",
+        "FaceGateFrameAnalysisFailing",
         "FaceGateScoreDrift",
         "FaceGateFrameQualityDrift",
         "FaceGateActiveGateWithoutVerdicts",
