@@ -254,6 +254,10 @@ def _register_subcommands() -> None:
     cli.add_command(forget_command)
     cli.add_command(retention_command)
 
+    from facegate.dead_letter_replay import dlq_group
+
+    cli.add_command(dlq_group)
+
 
 _register_subcommands()
 
