@@ -157,6 +157,10 @@ def replay_dead_letters(
     return report
 
 
+def _since_seconds(ctx: click.Context, param: click.Parameter, value: str | None) -> float | None:
+    return None if value is None else parse_duration(value)
+
+
 F = TypeVar("F", bound=Callable[..., Any])
 
 
@@ -169,6 +173,7 @@ def _selection_options(command: F) -> F:
             click.option(
                 "--since",
                 metavar="DURATION",
+                callback=_since_seconds,
                 help="Only letters written in the last DURATION (30m, 2h, 7d).",
             ),
         ]
@@ -178,9 +183,9 @@ def _selection_options(command: F) -> F:
 
 
 def _selection(
-    reason: str | None, service: str | None, source_topic: str | None, since: str | None
+    reason: str | None, service: str | None, source_topic: str | None, since: float | None
 ) -> Selection:
-    start = None if since is None else time.time() - parse_duration(since)
+    start = None if since is None else time.time() - since
     return Selection(reason, service, source_topic, start)
 
 
@@ -192,7 +197,7 @@ def dlq_group() -> None:
 @dlq_group.command("summary")
 @_selection_options
 def summary_command(
-    reason: str | None, service: str | None, source_topic: str | None, since: str | None
+    reason: str | None, service: str | None, source_topic: str | None, since: float | None
 ) -> None:
     """Count the dead letters by service and reason, with the oldest and newest of each."""
     found = read_dead_letters(load_settings(KafkaSettings))
@@ -207,7 +212,7 @@ def replay_command(
     reason: str | None,
     service: str | None,
     source_topic: str | None,
-    since: str | None,
+    since: float | None,
     dry_run: bool,
 ) -> None:
     """Publish the chosen dead letters' records again to the topics they came from.
