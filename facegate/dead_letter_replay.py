@@ -140,8 +140,9 @@ def replay_dead_letters(
 
     A letter without a payload (the record had no value) cannot be replayed and is counted."""
     sendable = [letter for letter in letters if letter.payload is not None]
-    report = ReplayReport(Counter(letter.source_topic for letter in sendable), 0)
-    report.without_payload = len(letters) - len(sendable)
+    report = ReplayReport(
+        Counter(letter.source_topic for letter in sendable), len(letters) - len(sendable)
+    )
     if dry_run or not sendable:
         return report
     producer = make_producer(kafka)
