@@ -4,6 +4,11 @@ The consumer reads the ``verdicts`` topic from the beginning in its own group (o
 process, so every console sees every verdict), keeps the last check-ins of each gate in memory
 for pages opened later, and hands each new one to the pages watching its exam and gate.
 Nothing is polled: a page's event stream waits on its own queue.
+
+It reads ``frames.dlq`` too: a check-in whose frame or face could not be processed (a corrupt
+image, an analysis that failed) is shown at its gate as ``unprocessed`` with the reason, so
+the proctor asks for a new picture instead of waiting for a verdict that will not come.  A
+verdict for the same frame (after ``facegate dlq replay``) takes its place.
 """
 
 from __future__ import annotations
@@ -19,8 +24,8 @@ from typing import Any
 from facegate.rdkafka_clients import RdConsumer
 from facegate.settings import KafkaSettings
 from schemas.codec import SchemaError, decode
-from schemas.messages import Verdict, new_id
-from schemas.topics import VERDICTS
+from schemas.messages import DeadLetter, Face, Frame, Verdict, new_id
+from schemas.topics import FACES, FRAMES, FRAMES_DLQ, VERDICTS
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +51,38 @@ def checkin_view(verdict: Verdict) -> dict[str, Any]:
     }
 
 
+def letter_view(letter: DeadLetter) -> dict[str, Any] | None:
+    """What a page shows of a check-in that could not be processed, from the frame or face
+    record the dead letter carries; None when it names no check-in (another topic's record,
+    or one too broken to tell its exam and gate)."""
+    if letter.payload is None or letter.source_topic not in (FRAMES.name, FACES.name):
+        return None
+    message: Frame | Face
+    try:
+        if letter.source_topic == FRAMES.name:
+            message = decode(letter.payload, Frame)
+        else:
+            message = decode(letter.payload, Face)
+    except SchemaError:
+        return None
+    return {
+        "frame_id": message.frame_id,
+        "exam_id": message.exam_id,
+        "gate_id": message.gate_id,
+        "student_id": message.claimed_student_id,
+        "decision": "unprocessed",
+        "reason": letter.reason,
+        "score": None,
+        "threshold": None,
+        "top_match": None,
+        "top_score": None,
+        "model_version": None,
+        "captured_at": message.captured_at,
+        "decided_at": letter.failed_at,
+        "has_thumbnail": False,
+    }
+
+
 @dataclass
 class _Watcher:
     exam_id: str
@@ -63,6 +100,8 @@ class VerdictHub:
         self.history_s = history_s
         self.ready = threading.Event()
         self._verdicts: dict[str, Verdict] = {}
+        # What pages show, by frame id: every kept verdict's view, and unprocessed check-ins.
+        self._views: dict[str, dict[str, Any]] = {}
         self._by_gate: dict[tuple[str, str], deque[str]] = {}
         self._last_seen: dict[str, float] = {}
         self._watchers: list[_Watcher] = []
@@ -79,7 +118,9 @@ class VerdictHub:
         self._thread.join(timeout=10)
 
     def _run(self) -> None:
-        consumer = RdConsumer(self.kafka, f"facegate-console-{new_id()[:8]}", [VERDICTS.name])
+        consumer = RdConsumer(
+            self.kafka, f"facegate-console-{new_id()[:8]}", [VERDICTS.name, FRAMES_DLQ.name]
+        )
         try:
             while not self._stop.is_set():
                 batches = consumer.poll(timeout_ms=200)
@@ -87,7 +128,10 @@ class VerdictHub:
                     self.ready.set()
                 for records in batches.values():
                     for record in records:
-                        self._add(record.value)
+                        if record.topic == FRAMES_DLQ.name:
+                            self._add_letter(record.value)
+                        else:
+                            self._add(record.value)
         except Exception:  # the page shows the hub as down; the log says why
             log.exception("verdict consumer stopped")
             self.ready.clear()
@@ -102,19 +146,40 @@ class VerdictHub:
             return
         if verdict.decided_at < time.time() - self.history_s:
             return
-        key = (verdict.exam_id, verdict.gate_id)
-        view = checkin_view(verdict)
+        self._keep(checkin_view(verdict), verdict)
+
+    def _add_letter(self, value: bytes) -> None:
+        try:
+            view = letter_view(decode(value, DeadLetter))
+        except SchemaError as exc:
+            log.warning("unreadable dead letter skipped: %s", exc)
+            return
+        if view is None or view["decided_at"] < time.time() - self.history_s:
+            return
+        self._keep(view, None)
+
+    def _keep(self, view: dict[str, Any], verdict: Verdict | None) -> None:
+        """Keep a check-in's view (and its verdict) and push it to the pages watching its gate."""
+        frame_id = view["frame_id"]
+        key = (view["exam_id"], view["gate_id"])
         with self._lock:
-            if verdict.frame_id in self._verdicts:  # a repeated delivery
+            # A repeated delivery, or a dead letter of a frame answered anyway: nothing new.
+            # A verdict after a dead letter (the frame replayed) takes the letter's place.
+            if frame_id in self._verdicts or (verdict is None and frame_id in self._views):
                 return
             frames = self._by_gate.setdefault(key, deque())
-            frames.append(verdict.frame_id)
-            self._verdicts[verdict.frame_id] = verdict
+            if frame_id not in self._views:
+                frames.append(frame_id)
+            self._views[frame_id] = view
+            if verdict is not None:
+                self._verdicts[frame_id] = verdict
+                self._last_seen[verdict.gate_id] = max(
+                    self._last_seen.get(verdict.gate_id, 0.0), verdict.decided_at
+                )
             while len(frames) > self.keep_per_gate:
-                self._verdicts.pop(frames.popleft(), None)
-            self._last_seen[verdict.gate_id] = max(
-                self._last_seen.get(verdict.gate_id, 0.0), verdict.decided_at
-            )
+                gone = frames.popleft()
+                self._views.pop(gone, None)
+                self._verdicts.pop(gone, None)
             watchers = [w for w in self._watchers if (w.exam_id, w.gate_id) == key]
         for watcher in watchers:
             watcher.loop.call_soon_threadsafe(watcher.queue.put_nowait, view)
@@ -136,7 +201,7 @@ class VerdictHub:
         """The check-ins kept for an exam and gate, oldest first."""
         with self._lock:
             frames = list(self._by_gate.get((exam_id, gate_id), ()))
-            return [checkin_view(self._verdicts[f]) for f in frames if f in self._verdicts]
+            return [self._views[f] for f in frames if f in self._views]
 
     def verdict(self, frame_id: str) -> Verdict | None:
         """A kept verdict by frame id."""

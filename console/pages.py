@@ -25,6 +25,7 @@ td,th{border:1px solid #ccd;padding:4px 8px;text-align:left}
  background:#fff6e0}.card img{width:96px;height:96px;object-fit:cover;background:#ddd}
 .decision{font-weight:bold;text-transform:uppercase}.reject .decision{color:#c22}
 .review .decision{color:#b60}.facts{min-width:260px}.actions button{margin:2px}
+.card.unprocessed{border-left-color:#777;background:#eee}.unprocessed .decision{color:#555}
 .done{color:#357;font-style:italic}.error{color:#c22}
 """
 
@@ -214,12 +215,19 @@ CONSOLE_JS = r"""
     facts.append(el('div', 'decision', c.decision + ' \u2013 ' + c.reason));
     facts.append(el('div', 'student', (c.name || c.student_id || 'no card') +
                     (c.student_id ? ' (' + c.student_id + ')' : '')));
+    const time = new Date(c.captured_at * 1000).toLocaleTimeString();
+    if (c.decision === 'unprocessed') {
+      // The frame went to the dead-letter topic: no verdict will come, and nothing to decide.
+      facts.append(el('div', 'hint', 'not processed: take a new picture'));
+      facts.append(el('div', '', time));
+      div.append(facts);
+      return div;
+    }
     const score = c.score === null ? 'no score' : 'score ' + c.score.toFixed(3) +
       (c.threshold === null ? '' : ' / threshold ' + c.threshold.toFixed(3));
     facts.append(el('div', 'score', score));
     if (c.top_match) facts.append(el('div', '', 'best match ' + c.top_match));
-    facts.append(el('div', '', new Date(c.captured_at * 1000).toLocaleTimeString() +
-                    ' \u00b7 model v' + c.model_version));
+    facts.append(el('div', '', time + ' \u00b7 model v' + c.model_version));
     div.append(facts);
     const actions = el('div', 'actions');
     for (const action of Object.keys(labels)) {
@@ -243,7 +251,10 @@ CONSOLE_JS = r"""
                                  '&gate=' + encodeURIComponent(list.dataset.gate));
   source.addEventListener('checkin', (e) => {
     const c = JSON.parse(e.data);
-    if (!document.getElementById('checkin-' + c.frame_id)) list.prepend(card(c));
+    const shown = document.getElementById('checkin-' + c.frame_id);
+    // A verdict for a frame shown as unprocessed (replayed from the dead letters) replaces it.
+    if (!shown) list.prepend(card(c));
+    else if (shown.dataset.decision === 'unprocessed') shown.replaceWith(card(c));
   });
   source.addEventListener('status', (e) => {
     document.getElementById('status').innerHTML = JSON.parse(e.data).html;

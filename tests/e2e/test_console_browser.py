@@ -235,6 +235,19 @@ def test_live_verdict_override_feedback_and_sample(
     assert seen_after < 2.0
     print(f"verdict on the page {seen_after:.2f} s after its frame was published")
 
+    # A corrupt frame goes to the dead letters: its gate shows it as not processed, with the
+    # reason, so the proctor asks for a new picture instead of waiting.
+    photo = students[3].probe_photos[0].read_bytes()
+    corrupt = _frame(photo[: len(photo) // 2], students[3].student_id)
+    with FramePublisher(ProducerSettings()) as publisher:
+        publisher.publish(corrupt)
+    page.wait_for_selector(f"#checkin-{corrupt.frame_id}", timeout=5_000)
+    unprocessed = page.locator(f"#checkin-{corrupt.frame_id}")
+    assert unprocessed.get_attribute("data-decision") == "unprocessed"
+    text = unprocessed.text_content() or ""
+    assert "truncated_image" in text and "take a new picture" in text, text
+    assert unprocessed.locator("button").count() == 0  # nothing to decide
+
     card = page.locator(f"#checkin-{genuine.frame_id}")
     assert card.get_attribute("data-decision") == "accept"
     rejected = page.locator(f"#checkin-{impostor.frame_id}")
