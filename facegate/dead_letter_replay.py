@@ -7,7 +7,7 @@ JPEG); others are FaceGate's (``analysis_failed``: the stream processor raised;
 fixed.  ``summary`` counts the letters by service and reason; ``replay`` publishes the chosen
 letters' original records again to the topics they came from, with their keys, each
 acknowledged by the broker.  The topic is read from its beginning without a consumer group,
-so reading it moves no service's offsets.
+so reading it moves no service's offsets (``read_whole_topic``).
 """
 
 from __future__ import annotations
@@ -22,10 +22,8 @@ from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import click
-from kafka import TopicPartition
 
-from facegate.errors import FacegateError
-from facegate.kafka_clients import make_consumer, make_producer, send_acknowledged
+from facegate.kafka_clients import make_producer, read_whole_topic, send_acknowledged
 from facegate.settings import KafkaSettings, load_settings
 from schemas.codec import SchemaError, decode
 from schemas.messages import DeadLetter
@@ -69,35 +67,17 @@ class DeadLetters:
     unreadable: int
 
 
-def read_dead_letters(kafka: KafkaSettings, timeout_s: float = 60.0) -> DeadLetters:
-    """Every record of ``frames.dlq`` up to its end when called (no consumer group)."""
-    consumer = make_consumer(kafka, group_id=None)
-    try:
-        ids = consumer.partitions_for_topic(FRAMES_DLQ.name)
-        if not ids:
-            raise FacegateError(f"topic {FRAMES_DLQ.name} not found; has the stack been started?")
-        partitions = [TopicPartition(FRAMES_DLQ.name, p) for p in sorted(ids)]
-        consumer.assign(partitions)
-        consumer.seek_to_beginning(*partitions)
-        ends = consumer.end_offsets(partitions)
-        letters: list[DeadLetter] = []
-        unreadable = 0
-        deadline = time.monotonic() + timeout_s
-        while any(consumer.position(p) < ends[p] for p in partitions):
-            if time.monotonic() > deadline:
-                raise FacegateError(
-                    f"{FRAMES_DLQ.name} not read to its end within {timeout_s:.0f} s"
-                )
-            for records in consumer.poll(timeout_ms=500).values():
-                for record in records:
-                    try:
-                        letters.append(decode(record.value, DeadLetter))
-                    except SchemaError:
-                        unreadable += 1
-        letters.sort(key=lambda letter: letter.failed_at)
-        return DeadLetters(letters, unreadable)
-    finally:
-        consumer.close()
+def read_dead_letters(kafka: KafkaSettings, timeout_s: float = 600.0) -> DeadLetters:
+    """Every record of ``frames.dlq``, read from its beginning until nothing new arrives."""
+    letters: list[DeadLetter] = []
+    unreadable = 0
+    for value in read_whole_topic(kafka, FRAMES_DLQ.name, timeout_s=timeout_s):
+        try:
+            letters.append(decode(value, DeadLetter))
+        except SchemaError:
+            unreadable += 1
+    letters.sort(key=lambda letter: letter.failed_at)
+    return DeadLetters(letters, unreadable)
 
 
 def summary_lines(found: DeadLetters, selection: Selection) -> list[str]:

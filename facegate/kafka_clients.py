@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Iterable, Sequence
 from typing import Any, Protocol
 
-from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
+from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import NewTopic
 from kafka.errors import (
     CommitFailedError,
@@ -169,6 +170,35 @@ def send_acknowledged(
             return False
         pending = waiting
     return True
+
+
+def read_whole_topic(
+    settings: KafkaSettings, topic: str, idle_s: float = 2.0, timeout_s: float = 30.0
+) -> list[bytes]:
+    """Every record value of ``topic`` from its beginning, read without a consumer group (no
+    service's offsets move) until nothing new has arrived for ``idle_s``.
+
+    Not until the end offsets: tansu reports the first offset of the newest batch plus one
+    (ENVIRONMENT.md), so a reader stopping there misses the rest of a batch."""
+    consumer = make_control_consumer(settings, group_id=None)
+    values: list[bytes] = []
+    try:
+        assigned = [
+            TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())
+        ]
+        if not assigned:
+            return values
+        consumer.assign(assigned)
+        consumer.seek_to_beginning(*assigned)
+        deadline = time.monotonic() + timeout_s
+        last_seen = time.monotonic()
+        while time.monotonic() < deadline and time.monotonic() - last_seen < idle_s:
+            for records in consumer.poll(timeout_ms=300).values():
+                last_seen = time.monotonic()
+                values.extend(record.value for record in records)
+    finally:
+        consumer.close()
+    return values
 
 
 def make_admin(settings: KafkaSettings, **overrides: Any) -> KafkaAdminClient:

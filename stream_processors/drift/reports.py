@@ -5,9 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 
-from kafka import TopicPartition
-
-from facegate.kafka_clients import make_control_consumer
+from facegate.kafka_clients import read_whole_topic
 from facegate.settings import KafkaSettings
 from schemas.codec import SchemaError, decode
 from schemas.messages import DriftReport
@@ -31,28 +29,15 @@ def read_reports(
 ) -> list[DriftReport]:
     """The latest ``limit`` reports (all when None), oldest first.
 
-    The topic is read from its beginning without a consumer group (the broker's end offsets
-    cannot be trusted, see ENVIRONMENT.md) until nothing new arrives for ``idle_s``.
+    The topic is read from its beginning without a consumer group until nothing new arrives
+    for ``idle_s`` (:func:`read_whole_topic`).
     """
-    consumer = make_control_consumer(settings, group_id=None)
     reports: list[DriftReport] = []
-    try:
-        partitions = consumer.partitions_for_topic(DRIFT.name) or {0}
-        assigned = [TopicPartition(DRIFT.name, p) for p in sorted(partitions)]
-        consumer.assign(assigned)
-        consumer.seek_to_beginning(*assigned)
-        deadline = time.monotonic() + timeout_s
-        last_seen = time.monotonic()
-        while time.monotonic() < deadline and time.monotonic() - last_seen < idle_s:
-            for records in consumer.poll(timeout_ms=300).values():
-                last_seen = time.monotonic()
-                for record in records:
-                    try:
-                        reports.append(decode(record.value, DriftReport))
-                    except SchemaError:
-                        continue
-    finally:
-        consumer.close()
+    for value in read_whole_topic(settings, DRIFT.name, idle_s, timeout_s):
+        try:
+            reports.append(decode(value, DriftReport))
+        except SchemaError:
+            continue
     reports.sort(key=lambda r: r.window_end)
     return reports if limit is None else reports[-limit:] if limit > 0 else []
 
