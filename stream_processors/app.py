@@ -5,7 +5,9 @@ Two agents:
   aligned and quality-checked in an executor thread (ONNX Runtime and OpenCV release the GIL),
   so the event loop stays free for heartbeats and rebalances; the result goes to ``faces``
   keyed by gate (one gate's frames stay in order), or to ``frames.dlq`` with the reason.
-- ``record_attendance`` on ``verdicts``: per-exam attendance in Redis (survives restarts).
+- ``record_attendance`` on ``verdicts``: per-exam attendance in Redis (survives restarts),
+  retried while Redis is unreachable; a verdict whose update Redis refuses for its data is
+  dead-lettered (``attendance_not_recorded``) so that one exam's broken key stalls no other.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from inference_worker.embedder import ModelCard
 from schemas.codec import SchemaError, decode, encode
 from schemas.messages import Verdict
 from schemas.topics import FACES, FRAMES, FRAMES_DLQ, VERDICTS
-from stream_processors.attendance import AttendanceTable
+from stream_processors.attendance import AttendanceTable, waiting_may_cure
 from stream_processors.face_analysis import AlignmentTarget, FaceAnalyzer, detector_for
 from stream_processors.frame_processor import FrameProcessor, RecordRef
 from stream_processors.metrics import (
@@ -43,6 +45,8 @@ from stream_processors.settings import StreamProcessorSettings
 
 log = logging.getLogger(__name__)
 SERVICE = "stream-processor"
+# The dead-letter reason of a verdict whose attendance Redis refused (see record_with_retry).
+ATTENDANCE_NOT_RECORDED = "attendance_not_recorded"
 
 
 def alignment_targets(settings: StreamProcessorSettings) -> list[AlignmentTarget]:
@@ -81,13 +85,18 @@ async def record_with_retry(
 ) -> None:
     """Record a verdict's attendance, retrying with backoff while Redis is unreachable: the
     verdict is not skipped (the agent's offset moves on only after it is recorded), and the
-    update is idempotent per frame id, so a retry never counts twice."""
+    update is idempotent per frame id, so a retry never counts twice.
+
+    Raises the ``redis.RedisError`` that retrying cannot cure (``waiting_may_cure``): retrying
+    it would hold every later verdict back for good."""
     delay = 0.5
     while True:
         try:
             await loop.run_in_executor(None, attendance.record, verdict)
             return
         except redis.RedisError as error:
+            if not waiting_may_cure(error):
+                raise
             log.warning(
                 "attendance of %s not recorded (%s); retrying in %.1f s",
                 verdict.frame_id,
@@ -199,16 +208,28 @@ def create_app(settings: StreamProcessorSettings) -> faust.App:
     async def record_attendance(stream: faust.StreamT[bytes]) -> None:
         loop = asyncio.get_running_loop()
         async for event in stream.events():
+            message = event.message
+            ref = RecordRef(message.topic, message.partition, message.offset, message.key)
             try:
                 verdict = decode(event.value, Verdict)
             except SchemaError as error:
-                message = event.message
-                ref = RecordRef(message.topic, message.partition, message.offset, message.key)
                 letter = processor.dead_letter(event.value, ref, error.reason, error.detail, None)
                 await dlq_topic.send(key=message.key, value=encode(letter))
                 DEAD_LETTERS.labels("attendance", error.reason).inc()
                 continue
-            await record_with_retry(loop, attendance, verdict)
+            try:
+                await record_with_retry(loop, attendance, verdict)
+            except redis.RedisError as error:
+                detail = f"exam {verdict.exam_id}: {type(error).__name__}: {error}"
+                log.error(
+                    "attendance of %s not recorded, dead-lettered: %s", verdict.frame_id, detail
+                )
+                letter = processor.dead_letter(
+                    event.value, ref, ATTENDANCE_NOT_RECORDED, detail, verdict.frame_id
+                )
+                await dlq_topic.send(key=message.key, value=encode(letter))
+                DEAD_LETTERS.labels("attendance", ATTENDANCE_NOT_RECORDED).inc()
+                continue
             ATTENDANCE_UPDATES.labels(verdict.decision).inc()
 
     if not settings.align_models and settings.align_refresh_s > 0:

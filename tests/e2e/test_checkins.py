@@ -3,21 +3,26 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
+from typing import TypeVar
 
 import cv2
 import numpy as np
 import pytest
 
+from facegate.dead_letter_replay import replay_dead_letters
 from facegate.kafka_clients import make_producer
 from facegate.paths import models_dir
-from facegate.settings import KafkaSettings
+from facegate.redis_client import make_redis
+from facegate.settings import KafkaSettings, RedisSettings
 from inference_worker.embedder import ModelCard
 from inference_worker.worker import SERVICE as WORKER_SERVICE
 from producers.publisher import FramePublisher
 from producers.settings import ProducerSettings
-from schemas.codec import encode, encode_version
-from schemas.messages import DeadLetter, Face, FaceCrop, Frame, new_id, now
-from schemas.topics import FACES
+from schemas.codec import decode, encode, encode_version
+from schemas.messages import DeadLetter, Face, FaceCrop, Frame, Verdict, new_id, now
+from schemas.topics import FACES, VERDICTS
+from stream_processors.attendance import AttendanceTable
 from tests.e2e.conftest import RunningPipeline
 from trainer.build_models import EMBEDDERS
 
@@ -169,3 +174,64 @@ def test_a_face_with_a_crop_of_the_wrong_size_is_dead_lettered_and_the_worker_go
         publisher.publish(frame)
     assert not pipeline.collector.wait_for({frame.frame_id}, 60), "the worker stopped answering"
     assert any(v.frame_id == frame.frame_id for v in pipeline.collector.verdicts)
+
+
+def test_a_verdict_whose_attendance_redis_refuses_is_dead_lettered_then_replayed(
+    pipeline: RunningPipeline,
+) -> None:
+    # Another tool wrote over one exam's attendance hash: Redis refuses every update of it
+    # (WRONGTYPE).  Before the fix the stream processor retried the verdict forever and no
+    # attendance after it was recorded, for any exam of its partition.
+    client = make_redis(RedisSettings())
+    broken, healthy = f"e2e-broken-{new_id()[:8]}", f"e2e-ok-{new_id()[:8]}"
+    key = f"facegate:attendance:{broken}"
+    client.set(key, "not a hash")
+    student, photo = pipeline.enrolled_probe_photos(1)[0]
+    first = _frame(photo.read_bytes(), student, exam=broken)
+    second = _frame(photo.read_bytes(), student, exam=healthy)
+    with FramePublisher(ProducerSettings()) as publisher:
+        publisher.publish(first)
+        publisher.publish(second)
+    assert not pipeline.collector.wait_for({first.frame_id, second.frame_id}, 60)
+
+    letter = _wait_for(
+        lambda: next(
+            (
+                d
+                for d in pipeline.collector.dead_letters
+                if d.frame_id == first.frame_id and d.reason == "attendance_not_recorded"
+            ),
+            None,
+        ),
+        "no attendance_not_recorded dead letter for the refused verdict",
+    )
+    assert letter.source_topic == VERDICTS.name and letter.payload is not None
+    assert f"exam {broken}" in letter.detail and "WRONGTYPE" in letter.detail
+    assert decode(letter.payload, Verdict).frame_id == first.frame_id
+    # The agent went on: the next verdict's attendance is recorded.
+    _wait_for(
+        lambda: AttendanceTable(client).exam(healthy),
+        "the verdict after the refused one was not recorded",
+    )
+
+    # Once the key is repaired, replaying the letter records the check-in: nothing was lost.
+    client.delete(key)
+    assert replay_dead_letters(KafkaSettings(), [letter]).sent == {VERDICTS.name: 1}
+    rows = _wait_for(
+        lambda: AttendanceTable(client).exam(broken), "the replayed verdict was not recorded"
+    )
+    assert [(r["student_id"], r["last_frame_id"]) for r in rows] == [(student, first.frame_id)]
+    client.close()
+
+
+T = TypeVar("T")
+
+
+def _wait_for(found: Callable[[], T | None], failure: str, timeout_s: float = 60) -> T:
+    """What ``found`` returns once it is truthy, polled until ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    while not (value := found()):
+        if time.monotonic() > deadline:
+            pytest.fail(failure)
+        time.sleep(0.2)
+    return value

@@ -1,7 +1,11 @@
-"""Attendance in Redis: survives a new table instance (a restarted worker), idempotent per frame."""
+"""Attendance in Redis: survives a new table instance (a restarted worker), idempotent per frame;
+an update Redis refuses for its data is raised, one it cannot take while down is retried."""
 
 from __future__ import annotations
 
+import asyncio
+import socket
+import time
 import uuid
 
 import pytest
@@ -11,7 +15,8 @@ from facegate.privacy.audit import AuditLog
 from facegate.settings import RedisSettings
 from facegate.stack import LocalStack
 from schemas.messages import Verdict
-from stream_processors.attendance import VERDICT_AUDIT_STREAM, AttendanceTable
+from stream_processors.app import record_with_retry
+from stream_processors.attendance import VERDICT_AUDIT_STREAM, AttendanceTable, waiting_may_cure
 
 pytestmark = pytest.mark.integration
 
@@ -76,3 +81,46 @@ def test_every_verdict_is_in_the_verdict_audit_stream_once(local_stack: LocalSta
     assert entries[0].details["score"] == 0.8 and entries[0].at == 130.1
     # The main audit log (enrolments, decisions, deletions) is not flooded with check-ins.
     assert not [e for e in AuditLog(client).entries(count=500) if e.details.get("exam_id") == exam]
+
+
+def test_redis_errors_are_retried_only_when_waiting_may_cure_them(local_stack: LocalStack) -> None:
+    """An exam key holding another type, or a stored entry that is not JSON, fails the same way
+    on every attempt: ``record_with_retry`` raises it at once (the stream processor then
+    dead-letters the verdict) instead of holding every later verdict back.  An unreachable
+    Redis is retried until it answers."""
+    client = redis.Redis.from_url(RedisSettings().url)
+    table = AttendanceTable(client)
+
+    wrong_type = f"exam-{uuid.uuid4().hex[:8]}"
+    client.set(f"facegate:attendance:{wrong_type}", "not a hash")
+    corrupt = f"exam-{uuid.uuid4().hex[:8]}"
+    client.hset(f"facegate:attendance:{corrupt}", "dave", "{not json")
+
+    for exam, expected in ((wrong_type, "WRONGTYPE"), (corrupt, "user_script")):
+        verdict = _verdict(exam, "dave", uuid.uuid4().hex, "accept", 100.0)
+        with pytest.raises(redis.ResponseError, match=expected) as caught:
+            table.record(verdict)
+        assert not waiting_may_cure(caught.value)
+        started = time.monotonic()
+        with pytest.raises(redis.ResponseError, match=expected):
+            asyncio.run(asyncio.wait_for(_record(table, verdict), timeout=10))
+        assert time.monotonic() - started < 2, "a refused update was retried"
+
+    # Nothing listens on this port: connection refused, which waiting may cure.
+    down = AttendanceTable(redis.Redis(host="127.0.0.1", port=_free_port()))
+    verdict = _verdict(corrupt, "erin", uuid.uuid4().hex, "accept", 100.0)
+    with pytest.raises(redis.ConnectionError) as refused:
+        down.record(verdict)
+    assert waiting_may_cure(refused.value)
+    with pytest.raises(TimeoutError):  # still retrying when the wait ends
+        asyncio.run(asyncio.wait_for(_record(down, verdict), timeout=1.5))
+
+
+async def _record(table: AttendanceTable, verdict: Verdict) -> None:
+    await record_with_retry(asyncio.get_running_loop(), table, verdict)
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
