@@ -37,7 +37,7 @@ from facegate.heartbeat import alive_instances
 from inference_worker.gallery import student_key
 from inference_worker.sealed_objects import PORTRAIT, PORTRAIT_FIELD, open_field
 from inference_worker.template_crypto import TemplateKeyError
-from stream_processors.attendance import AttendanceTable
+from stream_processors.attendance import AttendanceTable, AttendanceUnreadable
 
 SESSION_COOKIE = "facegate_session"
 LOGIN_CSRF_COOKIE = "facegate_login_csrf"
@@ -302,16 +302,24 @@ def create_app(console: Console) -> FastAPI:
 
     # ---- attendance and audit ---------------------------------------------------------------
 
+    async def _attendance_rows(exam_id: str) -> list[dict[str, Any]]:
+        """The exam's attendance, read off the event loop; a broken record is a clear 500."""
+        try:
+            return await asyncio.to_thread(AttendanceTable(console.redis).exam, exam_id)
+        except AttendanceUnreadable as error:
+            detail = f"the attendance of exam {exam_id} cannot be read: {error}"
+            raise HTTPException(500, detail) from error
+
     @app.get("/exams/{exam_id}/attendance")
     async def attendance(request: Request, exam_id: str) -> Response:
         current = session(request)
-        rows = AttendanceTable(console.redis).exam(exam_id)
+        rows = await _attendance_rows(exam_id)
         return html(pages.attendance_page(exam_id, rows, current.user.name, current.csrf))
 
     @app.get("/exams/{exam_id}/attendance.csv")
     async def attendance_csv(request: Request, exam_id: str) -> Response:
         session(request)
-        rows = AttendanceTable(console.redis).exam(exam_id)
+        rows = await _attendance_rows(exam_id)
         out = io.StringIO()
         columns = [
             "student_id",

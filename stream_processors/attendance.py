@@ -20,12 +20,20 @@ type, a stored entry that is not JSON) is not, and the verdict is dead-lettered 
 from __future__ import annotations
 
 import json
+import logging
 from typing import Any
 
 import redis
 
 from facegate.privacy.audit import AuditEntry, encode_entry
 from schemas.messages import Verdict
+
+log = logging.getLogger(__name__)
+
+
+class AttendanceUnreadable(Exception):
+    """An exam's attendance key that holds something other than an attendance hash."""
+
 
 # Error replies of a server that is not ready, which a later attempt may not get: loading its
 # data, read-only (a replica during a failover), out of memory, busy with a script, a cluster
@@ -124,7 +132,32 @@ class AttendanceTable:
         )
 
     def exam(self, exam_id: str) -> list[dict[str, Any]]:
-        """Every student's entry for an exam, sorted by student id."""
-        raw = self.client.hgetall(_key(exam_id))
-        rows = [json.loads(value) for value in raw.values()]
+        """Every student's entry for an exam, sorted by student id.
+
+        An entry that is not a JSON object is listed with the decision ``unreadable`` rather
+        than dropped (the student stays in the record); a key that is not a hash raises
+        ``AttendanceUnreadable``."""
+        key = _key(exam_id)
+        try:
+            raw = self.client.hgetall(key)
+        except redis.ResponseError as error:
+            if not str(error).startswith("WRONGTYPE"):
+                raise
+            raise AttendanceUnreadable(
+                f"{key} is not an attendance hash (Redis: {error}); see `redis-cli TYPE {key}`"
+            ) from error
+        rows = [_row(field, value, exam_id) for field, value in raw.items()]
         return sorted(rows, key=lambda row: str(row["student_id"]))
+
+
+def _row(field: bytes, value: bytes, exam_id: str) -> dict[str, Any]:
+    """One student's entry as stored, or an ``unreadable`` row naming them."""
+    try:
+        row = json.loads(value)
+    except ValueError:
+        row = None
+    if isinstance(row, dict) and "student_id" in row:
+        return row
+    student = field.decode("utf-8", "replace")
+    log.warning("attendance of %s in exam %s is not readable: %r", student, exam_id, value[:80])
+    return {"student_id": student, "decision": "unreadable", "reason": "unreadable_entry"}

@@ -21,6 +21,7 @@ from console.live import _Watcher
 from console.sessions import SessionStore
 from console.settings import ConsoleSettings
 from console.users import User, UserStore
+from tests.asgi import asgi_request
 
 PASSWORD = "correct horse"
 
@@ -91,56 +92,6 @@ def console(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Console:
     )
 
 
-async def _request(
-    app: FastAPI,
-    method: str,
-    path: str,
-    body: bytes = b"",
-    cookies: dict[str, str] | None = None,
-) -> tuple[int, dict[str, str], bytes]:
-    """One HTTP request through the ASGI app: (status, headers, body)."""
-    path, _, query = path.partition("?")
-    headers = [(b"host", b"console.test")]
-    if body:
-        headers.append((b"content-type", b"application/x-www-form-urlencoded"))
-    if cookies:
-        cookie = "; ".join(f"{k}={v}" for k, v in cookies.items())
-        headers.append((b"cookie", cookie.encode()))
-    scope = {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": method,
-        "scheme": "http",
-        "path": path,
-        "raw_path": path.encode(),
-        "query_string": query.encode(),
-        "root_path": "",
-        "headers": headers,
-        "client": ("127.0.0.1", 50000),
-        "server": ("console.test", 80),
-    }
-    received = False
-    messages: list[MutableMapping[str, Any]] = []
-
-    async def receive() -> dict[str, Any]:
-        nonlocal received
-        if not received:
-            received = True
-            return {"type": "http.request", "body": body, "more_body": False}
-        await asyncio.Event().wait()  # no disconnect while the response is sent
-        raise AssertionError("unreachable")
-
-    async def send(message: MutableMapping[str, Any]) -> None:
-        messages.append(message)
-
-    await app(scope, receive, send)
-    start = next(m for m in messages if m["type"] == "http.response.start")
-    response_headers = {k.decode(): v.decode() for k, v in start["headers"]}
-    content = b"".join(m.get("body", b"") for m in messages if m["type"] == "http.response.body")
-    return start["status"], response_headers, content
-
-
 def _logins(outcome: str) -> float:
     value = REGISTRY.get_sample_value("facegate_console_logins_total", {"outcome": outcome})
     return value or 0.0
@@ -153,13 +104,13 @@ def _login_counts() -> dict[str, float]:
 def _login(app: FastAPI, username: str, password: str, csrf: str = "tok") -> int:
     form = urlencode({"username": username, "password": password, "csrf_token": "tok"})
     status, _, _ = asyncio.run(
-        _request(app, "POST", "/login", form.encode(), {LOGIN_CSRF_COOKIE: csrf})
+        asgi_request(app, "POST", "/login", form.encode(), {LOGIN_CSRF_COOKIE: csrf})
     )
     return status
 
 
 def test_metrics_answer_without_a_session(console: Console) -> None:
-    status, headers, body = asyncio.run(_request(create_app(console), "GET", "/metrics"))
+    status, headers, body = asyncio.run(asgi_request(create_app(console), "GET", "/metrics"))
     assert status == 200
     assert headers["content-type"].startswith("text/plain")
     text = body.decode()
