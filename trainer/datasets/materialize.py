@@ -9,15 +9,22 @@ no longer opens (its key was dropped) or no longer matches is fetched again.  Th
 stands in for the store: a blob is used only while its object still exists; when the object
 is gone (a forgotten student's, an expired sample's) the rebuild stops and every cached copy of
 that image goes with it: the blob and its aligned crops (``crop_path``, written by ``faces.py``).
+
+Several runs may share a cache (a manual ``facegate train`` beside the training service, the
+ranks of a distributed run): a run holds it shared while it reads it (``cache_in_use``), and
+``prune_cache`` holds it alone while it deletes, so it never deletes a crop a running run
+still has to read.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import logging
 import os
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -64,21 +71,42 @@ def forget_cached(cache_dir: Path, sha256: str) -> list[Path]:
     return gone
 
 
+@contextlib.contextmanager
+def cache_in_use(cache_dir: Path, exclusive: bool = False) -> Iterator[None]:
+    """Hold the dataset cache: shared while a run reads it, alone (``exclusive``) while copies
+    are deleted.  An advisory lock (``flock``) on ``<cache_dir>/.lock``, released when the
+    process ends however it ends; a holder that has to wait says so in the log."""
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    mode = fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH
+    with open(cache_dir / ".lock", "a+b") as handle:
+        try:
+            fcntl.flock(handle, mode | fcntl.LOCK_NB)
+        except BlockingIOError:
+            log.info("dataset cache %s is in use by another training run: waiting", cache_dir)
+            fcntl.flock(handle, mode)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 def prune_cache(cache_dir: Path, manifest: DatasetManifest) -> list[Path]:
     """Delete every cached copy (blob or aligned crop) of an image ``manifest`` does not name.
 
     Run with the manifest a retraining run has just built from the store as it is now: the
     copies of images that left the store since (a forgotten or unenrolled student's photos,
     feedback samples past their retention) go, however many manifests named them before.  A
-    later run of an older manifest fetches and aligns what it needs again."""
+    later run of an older manifest fetches and aligns what it needs again.  Waits for the
+    runs reading the cache to end (``cache_in_use``)."""
     keep = {entry.sha256 for entry in manifest.entries}
-    copies = [*(cache_dir / "blobs").glob("*/*"), *(cache_dir / CROPS).glob("*/*/*")]
     gone = []
-    for path in copies:
-        # Crops are <sha256>.png or <sha256>.noface; blobs are named by the bare checksum.
-        if path.is_file() and path.name.split(".", 1)[0] not in keep:
-            path.unlink(missing_ok=True)
-            gone.append(path)
+    with cache_in_use(cache_dir, exclusive=True):
+        copies = [*(cache_dir / "blobs").glob("*/*"), *(cache_dir / CROPS).glob("*/*/*")]
+        for path in copies:
+            # Crops are <sha256>.png or <sha256>.noface; blobs are named by the bare checksum.
+            if path.is_file() and path.name.split(".", 1)[0] not in keep:
+                path.unlink(missing_ok=True)
+                gone.append(path)
     return gone
 
 

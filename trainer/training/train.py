@@ -21,7 +21,7 @@ from facegate.object_store import make_object_store
 from facegate.paths import home_dir
 from trainer.datasets.faces import FaceAligner, FaceSample, FaceSet, prepare_faces, read_rgb
 from trainer.datasets.manifest import DatasetManifest
-from trainer.datasets.materialize import materialize
+from trainer.datasets.materialize import cache_in_use, materialize
 from trainer.training.backbones import build_backbone
 from trainer.training.checkpoints import CheckpointStore, LocalCheckpointStore, S3CheckpointStore
 from trainer.training.data import FaceCrops
@@ -116,7 +116,9 @@ def train(
     joined_here = not _process_group_exists()
     ctx = init_distributed()
     try:
-        return _train(settings, manifest, output_dir, ctx, faces, client, aligner, checkpoints)
+        # The cache is held for the whole run: its crops are read at every epoch.
+        with cache_in_use(dataset_cache_dir(settings)):
+            return _train(settings, manifest, output_dir, ctx, faces, client, aligner, checkpoints)
     finally:
         if joined_here:
             shutdown_distributed()
