@@ -27,6 +27,7 @@ import numpy.typing as npt
 import redis
 
 from facegate.errors import FacegateError
+from facegate.redis_client import waiting_may_cure
 from inference_worker.gallery_scan import Int8Scan
 from inference_worker.template_crypto import TemplateCipher, default_cipher
 
@@ -136,8 +137,9 @@ class GalleryStore:
     def load_readable(self) -> GalleryLoad:
         """Every student's templates that open, and why each of the others does not.
 
-        One tampered or foreign-key template must not keep a worker from serving everybody
-        else: it is reported (see :class:`GalleryLoad`) and its student is left out.
+        One tampered or foreign-key template, or a template key overwritten with another type,
+        must not keep a worker from serving everybody else: it is reported (see
+        :class:`GalleryLoad`) and its student is left out.
         """
         students = self.students()
         self.cipher.refresh()
@@ -148,8 +150,15 @@ class GalleryStore:
             for student in chunk:
                 pipe.get(self.template_key(student))
             dim = int(self.client.get(_key(self.version, "dim")) or 0)
-            for student, raw in zip(chunk, pipe.execute(), strict=True):
+            # Errors come back in place of the value: one key of another type fails its own
+            # GET only.  Connection errors still raise.
+            for student, raw in zip(chunk, pipe.execute(raise_on_error=False), strict=True):
                 if raw is None:
+                    continue
+                if isinstance(raw, redis.RedisError):
+                    if waiting_may_cure(raw):
+                        raise raw
+                    load.unreadable[student] = f"Redis refused: {type(raw).__name__}: {raw}"
                     continue
                 try:
                     load.templates[student] = self._decode(student, raw, dim)

@@ -12,6 +12,7 @@ from kafka.consumer.fetcher import ConsumerRecord
 from facegate.dead_letters import dead_letter_record
 from facegate.errors import FacegateError
 from facegate.kafka_clients import Sender, make_control_consumer, send_acknowledged
+from facegate.redis_client import waiting_may_cure
 from facegate.settings import KafkaSettings
 from inference_worker.gallery import GalleryIndex, GalleryStore
 from inference_worker.metrics import UNREADABLE_TEMPLATES
@@ -114,14 +115,16 @@ class GallerySync:
                             continue
                         try:
                             self._apply_with_retry(event)
-                        except (FacegateError, ValueError) as error:
+                        except (FacegateError, ValueError, redis.RedisError) as error:
                             # A template this worker cannot open (no key, unknown key id,
-                            # tampered) or use (another model's size): the student keeps their
-                            # last state here, the event goes to the dead letters with the
-                            # reason, the thread goes on.
-                            self._dead_letter(
-                                record, SchemaError("template_unreadable", str(error))
-                            )
+                            # tampered), use (another model's size) or read (Redis refuses:
+                            # the key holds another type): the student keeps their last state
+                            # here, the event goes to the dead letters with the reason, the
+                            # thread goes on.
+                            detail = str(error)
+                            if isinstance(error, redis.RedisError):
+                                detail = f"Redis refused: {type(error).__name__}: {error}"
+                            self._dead_letter(record, SchemaError("template_unreadable", detail))
         finally:
             consumer.close()
 
@@ -131,7 +134,9 @@ class GallerySync:
         Without this, one failed read ended the thread and the worker silently stopped
         following enrolments until restarted.  The event is never skipped: the serving gallery
         keeps its last state meanwhile (frames are still decided), and the student is brought
-        up to date as soon as Redis answers again.
+        up to date as soon as Redis answers again.  An error that waiting cannot cure (the
+        student's key holds another type) is raised: retried, it would stop every later
+        enrolment from reaching this worker.
         """
         delay = RETRY_FIRST_S
         while not self._stop.is_set():
@@ -139,6 +144,8 @@ class GallerySync:
                 self.apply(event)
                 return
             except redis.RedisError as error:
+                if not waiting_may_cure(error):
+                    raise
                 log.warning(
                     "gallery %s: Redis unavailable for %s (%s); retrying in %.1f s",
                     self.store.version,

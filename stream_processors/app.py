@@ -24,13 +24,13 @@ import redis
 
 from facegate.heartbeat import Heartbeat
 from facegate.paths import models_dir
-from facegate.redis_client import make_redis
+from facegate.redis_client import make_redis, waiting_may_cure
 from facegate.service_process import lower_priority, serve_metrics
 from inference_worker.embedder import ModelCard
 from schemas.codec import SchemaError, decode, encode
 from schemas.messages import Verdict
 from schemas.topics import FACES, FRAMES, FRAMES_DLQ, VERDICTS
-from stream_processors.attendance import AttendanceTable, waiting_may_cure
+from stream_processors.attendance import AttendanceTable
 from stream_processors.face_analysis import AlignmentTarget, FaceAnalyzer, detector_for
 from stream_processors.frame_processor import FrameProcessor, RecordRef
 from stream_processors.metrics import (

@@ -14,7 +14,7 @@ appears twice, with the same frame id).
 A Redis error that waiting may cure (Redis down, loading, read-only during a failover, out of
 memory) is retried by the stream processor; one that it cannot (the exam's key holds another
 type, a stored entry that is not JSON) is not, and the verdict is dead-lettered instead
-(``waiting_may_cure``).
+(``facegate.redis_client.waiting_may_cure``).
 """
 
 from __future__ import annotations
@@ -33,29 +33,6 @@ log = logging.getLogger(__name__)
 
 class AttendanceUnreadable(Exception):
     """An exam's attendance key that holds something other than an attendance hash."""
-
-
-# Error replies of a server that is not ready, which a later attempt may not get: loading its
-# data, read-only (a replica during a failover), out of memory, busy with a script, a cluster
-# being formed.
-_PASSING_REPLIES = frozenset(
-    ("LOADING", "READONLY", "OOM", "BUSY", "MASTERDOWN", "TRYAGAIN", "CLUSTERDOWN")
-)
-
-
-def waiting_may_cure(error: redis.RedisError) -> bool:
-    """Whether the same update may succeed later without anyone acting on the data.
-
-    Connection errors and timeouts may (Redis or the network is down); so do the error replies
-    of a server that is not ready.  Any other error reply is about this update's data (WRONGTYPE
-    when the exam's key holds another type; the script's error on a stored entry that is not
-    JSON) and repeats on every attempt."""
-    if not isinstance(error, redis.ResponseError):
-        return True
-    # redis-py 5+ keeps the reply's code (OOM, LOADING, ...) apart from the message it strips
-    # it from; an unknown code stays at the message's start.
-    code = getattr(error, "status_code", None) or str(error).partition(" ")[0]
-    return code in _PASSING_REPLIES
 
 
 # Verdicts have their own stream: one entry per check-in would bury the enrolments, decisions

@@ -12,11 +12,12 @@ import pytest
 import redis
 
 from facegate.privacy.audit import AuditLog
+from facegate.redis_client import waiting_may_cure
 from facegate.settings import RedisSettings
 from facegate.stack import LocalStack
 from schemas.messages import Verdict
 from stream_processors.app import record_with_retry
-from stream_processors.attendance import VERDICT_AUDIT_STREAM, AttendanceTable, waiting_may_cure
+from stream_processors.attendance import VERDICT_AUDIT_STREAM, AttendanceTable
 
 pytestmark = pytest.mark.integration
 

@@ -1,7 +1,8 @@
-"""A worker's gallery sync on the real broker and Redis: an unreadable enrolment event and a
-template sealed with a key the worker does not have both go to the dead-letter topic with
-their reason, and the sync goes on to apply the next event; at start, a template that does not
-open leaves out its student, not the whole gallery."""
+"""A worker's gallery sync on the real broker and Redis: an unreadable enrolment event, a
+template sealed with a key the worker does not have and a template key overwritten with
+another type all go to the dead-letter topic with their reason, and the sync goes on to apply
+the next event; at start, a template that does not open or a key of another type leaves out
+its student, not the whole gallery."""
 
 from __future__ import annotations
 
@@ -62,6 +63,7 @@ def test_unreadable_events_and_templates_are_dead_lettered_and_sync_goes_on(
     foreign = TemplateCipher(KeyRing([new_key("other-key")]))
     rng = np.random.default_rng(0)
     sealed_elsewhere, good = f"s-{uuid.uuid4().hex[:6]}", f"s-{uuid.uuid4().hex[:6]}"
+    overwritten = f"s-{uuid.uuid4().hex[:6]}"
     producer = make_producer(KafkaSettings())
     sync = GallerySync(
         GalleryStore(client, version, mine), GalleryIndex(DIM), KafkaSettings(), producer
@@ -77,9 +79,17 @@ def test_unreadable_events_and_templates_are_dead_lettered_and_sync_goes_on(
         producer.send(
             ENROLLMENTS.name, key=sealed_elsewhere.encode(), value=_event(sealed_elsewhere, version)
         ).get(30)
+        # Another tool wrote a hash over a student's templates: every GET of it fails with
+        # WRONGTYPE, which the sync used to retry forever, applying no later event.
+        client.hset(GalleryStore(client, version).template_key(overwritten), "x", "y")
+        producer.send(
+            ENROLLMENTS.name, key=overwritten.encode(), value=_event(overwritten, version)
+        ).get(30)
         GalleryStore(client, version, mine).put(good, rng.normal(size=(1, DIM)).astype(np.float32))
         producer.send(ENROLLMENTS.name, key=good.encode(), value=_event(good, version)).get(30)
-        letters = _letters({garbage_key, sealed_elsewhere.encode()}, timeout_s=30)
+        letters = _letters(
+            {garbage_key, sealed_elsewhere.encode(), overwritten.encode()}, timeout_s=30
+        )
         deadline = time.monotonic() + 30
         while good not in set(sync.index.students()) and time.monotonic() < deadline:
             time.sleep(0.2)
@@ -89,6 +99,8 @@ def test_unreadable_events_and_templates_are_dead_lettered_and_sync_goes_on(
     assert letters[sealed_elsewhere.encode()].reason == "template_unreadable"
     assert "other-key" in letters[sealed_elsewhere.encode()].detail
     assert letters[garbage_key].reason and letters[garbage_key].payload == b"\x00 not an event"
+    assert letters[overwritten.encode()].reason == "template_unreadable"
+    assert "Redis refused: ResponseError: WRONGTYPE" in letters[overwritten.encode()].detail
     students = set(sync.index.students())
     assert good in students and sealed_elsewhere not in students
     client.close()
@@ -104,20 +116,25 @@ def test_a_worker_starts_without_the_templates_it_cannot_read(local_stack: Local
         store.put(student, rng.normal(size=(2, DIM)).astype(np.float32))
     # Bob's templates tampered with at rest: Alice's ciphertext copied over them.
     client.copy(store.template_key("alice"), store.template_key("bob"), replace=True)
+    # Dave's overwritten with a hash: his GET fails with WRONGTYPE (it failed the whole load).
+    store.put("dave", rng.normal(size=(2, DIM)).astype(np.float32))
+    client.delete(store.template_key("dave"))
+    client.hset(store.template_key("dave"), "x", "y")
     sync = GallerySync(store, GalleryIndex(DIM), KafkaSettings()).start()
     try:
         assert set(sync.index.students()) == {"alice", "carol"}
-        assert sync.unreadable_at_start == ["bob"]
-        assert UNREADABLE_TEMPLATES.labels(version)._value.get() == 1
+        assert sync.unreadable_at_start == ["bob", "dave"]
+        assert UNREADABLE_TEMPLATES.labels(version)._value.get() == 2
     finally:
         sync.stop()
     # A worker whose key opens none of them refuses to start, with the reason.
     stranger = GalleryStore(client, version, TemplateCipher(KeyRing([new_key("stranger")])))
-    with pytest.raises(FacegateError, match="none of the 3 students' templates can be read"):
+    with pytest.raises(FacegateError, match="none of the 4 students' templates can be read"):
         GallerySync(stranger, GalleryIndex(DIM), KafkaSettings()).start()
     load = store.load_readable()
     assert "fails authentication" in load.unreadable["bob"]
+    assert "WRONGTYPE" in load.unreadable["dave"]
     assert sorted(load.templates) == ["alice", "carol"]
-    for student in ("alice", "bob", "carol"):
+    for student in ("alice", "bob", "carol", "dave"):
         store.remove(student)
     client.close()

@@ -1,4 +1,4 @@
-"""Which Redis errors the stream processor retries when recording attendance.
+"""Which Redis errors services wait out (attendance, gallery sync) and which they dead-letter.
 
 The error replies are Redis's own texts, parsed by redis-py's reply parser into the exceptions
 a real server's reply would raise; the integration test provokes WRONGTYPE, a script error and
@@ -10,7 +10,7 @@ import pytest
 import redis
 from redis._parsers.base import BaseParser
 
-from stream_processors.attendance import waiting_may_cure
+from facegate.redis_client import waiting_may_cure
 
 
 @pytest.mark.parametrize(
