@@ -135,3 +135,45 @@ def test_evidence_is_sealed_and_one_that_cannot_be_opened_writes_no_sample(
     finally:
         producer.close()
         client.close()
+
+
+def test_a_feedback_handled_again_counts_once(local_stack: LocalStack) -> None:
+    """What a retry after an outage or a redelivery does: the same feedback handled twice
+    rewrites the same sample and counts nothing again (it used to count every attempt, so a
+    minute's object-store outage could count one false reject eight times)."""
+    s3 = ObjectStoreSettings()
+    store = make_object_store(s3)
+    client = make_redis(RedisSettings())
+    producer = make_producer(KafkaSettings())
+    recorder = FeedbackRecorder(producer, client, ttl_s=600)
+    sink = FeedbackSink(client, store, s3.bucket_feedback)
+    version = f"v-{new_id()[:8]}"  # this test's own metric series
+    exam = f"exam-{new_id()[:8]}"
+    first = _verdict(exam, "s1", "reject", now() - 30).model_copy(update={"model_version": version})
+    second = first.model_copy(update={"frame_id": new_id(), "captured_at": now()})
+    retry = make_feedback(first, "retry", "proctor1")
+    override = make_feedback(second, "accept_manual", "proctor1")
+    recorder.record(first, retry)
+    recorder.record(second, override)
+    checkins = _value("facegate_proctor_checkin_seconds_count")
+    retries_per_student = _value("facegate_proctor_retries_per_student_sum")
+    genuine = _value("facegate_feedback_samples_total", label="genuine")
+    try:
+        keys = []
+        for _ in range(2):
+            assert sink.handle(retry) is None
+            keys.append(sink.handle(override))
+        assert keys[0] is not None and keys[0] == keys[1]
+        assert get_opened(store, s3.bucket_feedback, keys[0], "face") == second.thumbnail
+        assert _value("facegate_proctor_retries_total", model_version=version) == 1
+        assert _value("facegate_proctor_false_rejects_total", model_version=version) == 1
+        for action in ("retry", "accept_manual"):
+            labels = {"action": action, "verdict_decision": "reject", "model_version": version}
+            assert _value("facegate_proctor_feedback_total", **labels) == 1
+        assert _value("facegate_proctor_checkin_seconds_count") - checkins == 1
+        # One retry before the decision, not two.
+        assert _value("facegate_proctor_retries_per_student_sum") - retries_per_student == 1
+        assert _value("facegate_feedback_samples_total", label="genuine") - genuine == 1
+    finally:
+        producer.close()
+        client.close()
