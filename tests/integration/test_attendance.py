@@ -18,24 +18,21 @@ from facegate.stack import LocalStack
 from schemas.messages import Verdict
 from stream_processors.app import record_with_retry
 from stream_processors.attendance import VERDICT_AUDIT_STREAM, AttendanceTable
+from tests.verdicts import make_verdict
 
 pytestmark = pytest.mark.integration
 
 
 def _verdict(exam: str, student: str, frame: str, decision: str, at: float) -> Verdict:
-    return Verdict(
+    reason = "match" if decision == "accept" else "mismatch"
+    return make_verdict(
         frame_id=frame,
-        gate_id="g1",
         exam_id=exam,
         claimed_student_id=student,
         captured_at=at,
         decided_at=at + 0.1,
-        decision=decision,  # type: ignore[arg-type]
-        reason="match" if decision == "accept" else "mismatch",
-        score=0.8,
-        threshold=0.5,
-        model_name="m",
-        model_version="1",
+        decision=decision,
+        reason=reason,
     )
 
 

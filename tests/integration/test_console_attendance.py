@@ -22,28 +22,11 @@ from console.settings import ConsoleSettings
 from console.users import User, UserStore
 from facegate.settings import RedisSettings
 from facegate.stack import LocalStack
-from schemas.messages import Verdict
 from stream_processors.attendance import AttendanceTable, AttendanceUnreadable
 from tests.asgi import asgi_request
+from tests.verdicts import make_verdict
 
 pytestmark = pytest.mark.integration
-
-
-def _verdict(exam: str, student: str) -> Verdict:
-    return Verdict(
-        frame_id=uuid.uuid4().hex,
-        gate_id="g1",
-        exam_id=exam,
-        claimed_student_id=student,
-        captured_at=100.0,
-        decided_at=100.1,
-        decision="accept",
-        reason="match",
-        score=0.8,
-        threshold=0.5,
-        model_name="m",
-        model_version="1",
-    )
 
 
 def test_a_broken_attendance_record_is_shown_as_such(
@@ -51,7 +34,7 @@ def test_a_broken_attendance_record_is_shown_as_such(
 ) -> None:
     client = redis.Redis.from_url(RedisSettings().url)
     exam, overwritten = f"exam-{uuid.uuid4().hex[:8]}", f"exam-{uuid.uuid4().hex[:8]}"
-    AttendanceTable(client).record(_verdict(exam, "alice"))
+    AttendanceTable(client).record(make_verdict(exam_id=exam, claimed_student_id="alice"))
     client.hset(f"facegate:attendance:{exam}", "bob", "{not json")
     client.set(f"facegate:attendance:{overwritten}", "a string")
 

@@ -23,9 +23,10 @@ from facegate.settings import KafkaSettings
 from facegate.stack import LocalStack
 from facegate.storage_keys import evidence_key
 from schemas.codec import decode, encode
-from schemas.messages import DeadLetter, Feedback, Verdict, new_id, now
+from schemas.messages import DeadLetter, Feedback, new_id
 from schemas.topics import FRAMES_DLQ
 from tests.topic_reader import create_scratch_topic, read_topic
+from tests.verdicts import make_verdict
 
 pytestmark = pytest.mark.integration
 GARBAGE = b"\x00 not a feedback message"
@@ -93,20 +94,7 @@ def test_feedback_redis_refuses_is_dead_lettered_and_the_consumer_goes_on(
     topic = create_scratch_topic("feedback-refused")
     settings = ConsoleSettings()
     client = make_redis(settings.redis)
-    verdict = Verdict(
-        frame_id=new_id(),
-        gate_id="g1",
-        exam_id=f"exam-{new_id()[:8]}",
-        claimed_student_id="s1",
-        captured_at=now(),
-        decided_at=now(),
-        decision="reject",
-        reason="mismatch",
-        score=0.3,
-        threshold=0.45,
-        model_name="m",
-        model_version="1",
-    )
+    verdict = make_verdict(exam_id=f"exam-{new_id()[:8]}", decision="reject", reason="mismatch")
     # Another tool wrote a string where the console keeps the frame's evidence hash: every
     # read of it fails with WRONGTYPE, which no wait cures.
     client.set(evidence_key(verdict.frame_id), "not a hash", ex=600)

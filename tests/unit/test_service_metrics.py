@@ -11,6 +11,7 @@ from prometheus_client import REGISTRY
 from facegate.metrics import CONSUMER_LAG, LagReporter, partition_lags
 from inference_worker.metrics import KafkaLag, describe_serving_model, record_verdict
 from schemas.messages import Verdict
+from tests.verdicts import make_verdict
 
 
 def _value(name: str, labels: dict[str, str]) -> float | None:
@@ -22,18 +23,12 @@ def _verdict(**changes: object) -> Verdict:
         "frame_id": "f1",
         "gate_id": "gate-unit",
         "exam_id": "e1",
-        "claimed_student_id": "s1",
-        "captured_at": 100.0,
         "decided_at": 100.25,
-        "decision": "accept",
-        "reason": "match",
         "score": 0.82,
-        "threshold": 0.5,
         "model_name": "mobilefacenet",
         "model_version": "unit-7",
     }
-    fields.update(changes)
-    return Verdict(**fields)  # type: ignore[arg-type]
+    return make_verdict(**(fields | changes))
 
 
 def test_record_verdict_counts_by_decision_reason_version_and_gate() -> None:
