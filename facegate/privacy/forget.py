@@ -49,6 +49,7 @@ from pydantic_settings import SettingsConfigDict
 from facegate.errors import FacegateError
 from facegate.object_store import get_bytes
 from facegate.privacy.audit import AuditLog, default_actor
+from facegate.redis_client import waiting_may_cure
 from facegate.service_process import lower_priority
 from facegate.settings import (
     BaseServiceSettings,
@@ -212,12 +213,22 @@ class Forgetter:
                 frames.add(str(manifest["frame_id"]))
         return keys, frames
 
-    def _attendance_frames(self, student: str) -> tuple[set[str], int]:
-        """Frame ids of the student's attendance entries, and how many exams have one."""
+    def _attendance_frames(self, student: str) -> tuple[set[str], int, int]:
+        """Frame ids of the student's attendance entries, how many exams have one, and how many
+        attendance keys could not be searched (another type: written over by another tool)."""
         frames: set[str] = set()
-        exams = 0
+        exams = unreadable = 0
         for key in self._scan(f"{ATTENDANCE_PREFIX}*"):
-            raw = self.client.hget(key, student)
+            try:
+                raw = self.client.hget(key, student)
+            except redis.ResponseError as error:
+                if waiting_may_cure(error):
+                    raise
+                # The erasure goes on: attendance is kept anyway, and evidence of a frame
+                # named only there expires with its TTL.
+                log.warning("forget %s: %s not searched (%s)", student, key, error)
+                unreadable += 1
+                continue
             if raw is None:
                 continue
             exams += 1
@@ -227,7 +238,7 @@ class Forgetter:
                 continue
             if isinstance(entry, dict) and entry.get("last_frame_id"):
                 frames.add(str(entry["last_frame_id"]))
-        return frames, exams
+        return frames, exams, unreadable
 
     def _dataset_manifests(self, student: str) -> int:
         """How many dataset manifests list an image of the student (kept, see the docstring)."""
@@ -249,7 +260,7 @@ class Forgetter:
         plan.versions = self._versions(student)
         plan.photo_keys = self.photos.keys(student)
         plan.feedback_keys, sample_frames = self._feedback_samples(student)
-        attendance_frames, exams = self._attendance_frames(student)
+        attendance_frames, exams, unreadable = self._attendance_frames(student)
         evidence = [
             evidence_key(frame)
             for frame in sorted(sample_frames | attendance_frames)
@@ -270,6 +281,8 @@ class Forgetter:
             "attendance_exams": exams,
             "dataset_manifests": self._dataset_manifests(student),
         }
+        if unreadable:
+            plan.kept["attendance_keys_unreadable"] = unreadable
         return plan
 
     # ---- deleting --------------------------------------------------------------------------
@@ -333,6 +346,12 @@ def describe(plan: ForgetPlan, dry_run: bool) -> list[str]:
         f"  kept: attendance in {plan.kept.get('attendance_exams', 0)} exam(s) (the exam record); "
         "audit log entries (append-only)"
     )
+    if plan.kept.get("attendance_keys_unreadable"):
+        lines.append(
+            f"  not searched: {plan.kept['attendance_keys_unreadable']} attendance key(s) that "
+            "are not attendance hashes (named in the log; `redis-cli TYPE` them); evidence of a "
+            "frame named only there expires with its TTL"
+        )
     if plan.kept.get("dataset_manifests"):
         lines.append(
             f"  kept: {plan.kept['dataset_manifests']} dataset manifest(s) and their MLflow runs "

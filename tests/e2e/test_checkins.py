@@ -186,42 +186,45 @@ def test_a_verdict_whose_attendance_redis_refuses_is_dead_lettered_then_replayed
     broken, healthy = f"e2e-broken-{new_id()[:8]}", f"e2e-ok-{new_id()[:8]}"
     key = f"facegate:attendance:{broken}"
     client.set(key, "not a hash")
-    student, photo = pipeline.enrolled_probe_photos(1)[0]
-    first = _frame(photo.read_bytes(), student, exam=broken)
-    second = _frame(photo.read_bytes(), student, exam=healthy)
-    with FramePublisher(ProducerSettings()) as publisher:
-        publisher.publish(first)
-        publisher.publish(second)
-    assert not pipeline.collector.wait_for({first.frame_id, second.frame_id}, 60)
+    try:
+        student, photo = pipeline.enrolled_probe_photos(1)[0]
+        first = _frame(photo.read_bytes(), student, exam=broken)
+        second = _frame(photo.read_bytes(), student, exam=healthy)
+        with FramePublisher(ProducerSettings()) as publisher:
+            publisher.publish(first)
+            publisher.publish(second)
+        assert not pipeline.collector.wait_for({first.frame_id, second.frame_id}, 60)
 
-    letter = _wait_for(
-        lambda: next(
-            (
-                d
-                for d in pipeline.collector.dead_letters
-                if d.frame_id == first.frame_id and d.reason == "attendance_not_recorded"
+        letter = _wait_for(
+            lambda: next(
+                (
+                    d
+                    for d in pipeline.collector.dead_letters
+                    if d.frame_id == first.frame_id and d.reason == "attendance_not_recorded"
+                ),
+                None,
             ),
-            None,
-        ),
-        "no attendance_not_recorded dead letter for the refused verdict",
-    )
-    assert letter.source_topic == VERDICTS.name and letter.payload is not None
-    assert f"exam {broken}" in letter.detail and "WRONGTYPE" in letter.detail
-    assert decode(letter.payload, Verdict).frame_id == first.frame_id
-    # The agent went on: the next verdict's attendance is recorded.
-    _wait_for(
-        lambda: AttendanceTable(client).exam(healthy),
-        "the verdict after the refused one was not recorded",
-    )
+            "no attendance_not_recorded dead letter for the refused verdict",
+        )
+        assert letter.source_topic == VERDICTS.name and letter.payload is not None
+        assert f"exam {broken}" in letter.detail and "WRONGTYPE" in letter.detail
+        assert decode(letter.payload, Verdict).frame_id == first.frame_id
+        # The agent went on: the next verdict's attendance is recorded.
+        _wait_for(
+            lambda: AttendanceTable(client).exam(healthy),
+            "the verdict after the refused one was not recorded",
+        )
 
-    # Once the key is repaired, replaying the letter records the check-in: nothing was lost.
-    client.delete(key)
-    assert replay_dead_letters(KafkaSettings(), [letter]).sent == {VERDICTS.name: 1}
-    rows = _wait_for(
-        lambda: AttendanceTable(client).exam(broken), "the replayed verdict was not recorded"
-    )
-    assert [(r["student_id"], r["last_frame_id"]) for r in rows] == [(student, first.frame_id)]
-    client.close()
+        # Once the key is repaired, replaying the letter records the check-in: nothing was lost.
+        client.delete(key)
+        assert replay_dead_letters(KafkaSettings(), [letter]).sent == {VERDICTS.name: 1}
+        rows = _wait_for(
+            lambda: AttendanceTable(client).exam(broken), "the replayed verdict was not recorded"
+        )
+        assert [(r["student_id"], r["last_frame_id"]) for r in rows] == [(student, first.frame_id)]
+    finally:  # a key of another type would trip other tests that scan attendance
+        client.delete(key)
+        client.close()
 
 
 T = TypeVar("T")

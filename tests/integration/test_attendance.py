@@ -94,15 +94,18 @@ def test_redis_errors_are_retried_only_when_waiting_may_cure_them(local_stack: L
     corrupt = f"exam-{uuid.uuid4().hex[:8]}"
     client.hset(f"facegate:attendance:{corrupt}", "dave", "{not json")
 
-    for exam, expected in ((wrong_type, "WRONGTYPE"), (corrupt, "user_script")):
-        verdict = _verdict(exam, "dave", uuid.uuid4().hex, "accept", 100.0)
-        with pytest.raises(redis.ResponseError, match=expected) as caught:
-            table.record(verdict)
-        assert not waiting_may_cure(caught.value)
-        started = time.monotonic()
-        with pytest.raises(redis.ResponseError, match=expected):
-            asyncio.run(asyncio.wait_for(_record(table, verdict), timeout=10))
-        assert time.monotonic() - started < 2, "a refused update was retried"
+    try:
+        for exam, expected in ((wrong_type, "WRONGTYPE"), (corrupt, "user_script")):
+            verdict = _verdict(exam, "dave", uuid.uuid4().hex, "accept", 100.0)
+            with pytest.raises(redis.ResponseError, match=expected) as caught:
+                table.record(verdict)
+            assert not waiting_may_cure(caught.value)
+            started = time.monotonic()
+            with pytest.raises(redis.ResponseError, match=expected):
+                asyncio.run(asyncio.wait_for(_record(table, verdict), timeout=10))
+            assert time.monotonic() - started < 2, "a refused update was retried"
+    finally:  # keys of another type would trip other tests that scan attendance
+        client.delete(f"facegate:attendance:{wrong_type}", f"facegate:attendance:{corrupt}")
 
     # Nothing listens on this port: connection refused, which waiting may cure.
     down = AttendanceTable(redis.Redis(host="127.0.0.1", port=_free_port()))

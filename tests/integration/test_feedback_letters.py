@@ -121,6 +121,7 @@ def test_feedback_redis_refuses_is_dead_lettered_and_the_consumer_goes_on(
         thread.join(timeout=30)
         consumer.close()
         producer.close()
+        client.delete(evidence_key(verdict.frame_id))
     assert alive, "the consumer stopped on the refused feedback"
     assert letter is not None, "no dead letter for the refused feedback"
     assert letter.reason == "feedback_not_stored" and "WRONGTYPE" in letter.detail

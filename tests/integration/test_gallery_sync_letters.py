@@ -96,6 +96,7 @@ def test_unreadable_events_and_templates_are_dead_lettered_and_sync_goes_on(
     finally:
         sync.stop()
         producer.close()
+        client.delete(GalleryStore(client, version).template_key(overwritten))
     assert letters[sealed_elsewhere.encode()].reason == "template_unreadable"
     assert "other-key" in letters[sealed_elsewhere.encode()].detail
     assert letters[garbage_key].reason and letters[garbage_key].payload == b"\x00 not an event"

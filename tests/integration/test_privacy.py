@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import json
 import time
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
@@ -269,11 +270,19 @@ def test_forget_removes_the_student_everywhere(
     data = student_everywhere
     assert len(_keys_naming(stores.client, data.student)) >= 4  # templates, record, state
     report_path = tmp_path / "forget.json"
-    result = CliRunner().invoke(
-        forget_command, [data.student, "--json", str(report_path), "--actor", "dpo"]
-    )
+    # Another exam's attendance key written over with a string: every HGET of it fails with
+    # WRONGTYPE, which used to stop the whole erasure.
+    broken = f"facegate:attendance:broken-{uuid.uuid4().hex[:8]}"
+    stores.client.set(broken, "not a hash")
+    try:
+        result = CliRunner().invoke(
+            forget_command, [data.student, "--json", str(report_path), "--actor", "dpo"]
+        )
+    finally:
+        stores.client.delete(broken)
     assert result.exit_code == 0, result.output
     assert "attendance in 1 exam(s) (the exam record)" in result.output
+    assert "not searched: 1 attendance key(s) that are not attendance hashes" in result.output
 
     # Redis: no key names them; no gallery lists them; their evidence is gone.
     assert _keys_naming(stores.client, data.student) == []
