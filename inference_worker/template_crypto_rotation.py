@@ -38,6 +38,7 @@ from minio import Minio
 from tqdm import tqdm
 
 from facegate.object_store import get_bytes, put_bytes
+from facegate.redis_client import waiting_may_cure
 from facegate.settings import ObjectStoreSettings
 from inference_worker.gallery import GalleryStore, gallery_versions, unlisted_template_keys
 from inference_worker.sealed_objects import (
@@ -235,6 +236,13 @@ def reencrypt_all(
             outcome = reseal(client, cipher, key)
         except TemplateKeyError as error:
             report.failed[key] = str(error)
+            outcome = "failed"
+        except redis.ResponseError as error:
+            if waiting_may_cure(error):
+                raise
+            # A key of another type (written over by another tool): named in the report, and
+            # the rotation goes on with the others instead of stopping half-way.
+            report.failed[key] = f"Redis refused: {error}"
             outcome = "failed"
         report.add(version, outcome)
     bar.close()

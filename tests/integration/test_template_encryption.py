@@ -217,10 +217,17 @@ def test_rotation_refuses_to_drop_keys_while_a_template_cannot_be_read(
     # Sealed with a key nobody has any more.
     lost = GalleryStore(client, "v1", TemplateCipher(KeyRing([new_key("lost")])))
     lost.put("orphan", _templates(2))
+    # Written over with a hash by another tool: its GET fails with WRONGTYPE, which used to
+    # stop the rotation half-way with Redis's error.
+    GalleryStore(client, "v1").put("typed", _templates(1))
+    typed = GalleryStore(client, "v1").template_key("typed")
+    client.delete(typed)
+    client.hset(typed, "x", "y")
     result = CliRunner().invoke(rotate_key_command, ["--drop-old", "--no-progress"])
     assert result.exit_code != 0
-    assert "1 template(s) or image(s) could not be re-encrypted" in str(result.exception)
+    assert "2 template(s) or image(s) could not be re-encrypted" in str(result.exception)
     assert "facegate:gallery:v1:t:orphan" in result.output
+    assert "facegate:gallery:v1:t:typed: Redis refused: WRONGTYPE" in result.output
     assert len(read_key_file(key_file)) == 2  # nothing dropped
 
 
