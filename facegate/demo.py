@@ -10,6 +10,7 @@ started is stopped at the end unless ``keep_running``.
 
 from __future__ import annotations
 
+import csv
 import json
 import logging
 import os
@@ -19,7 +20,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from facegate.exam_report import build_report, collect, format_report
+from facegate.exam_report import (
+    CHECKIN_COLUMNS,
+    build_report,
+    checkin_rows,
+    collect,
+    format_report,
+)
 from facegate.pipeline import (
     SERVICES,
     VerdictCollector,
@@ -151,7 +158,8 @@ def run_demo(options: DemoOptions, say: Any = print) -> dict[str, Any]:
         report["enrollment"] = summary.as_dict()
         report["profile"] = options.profile
         report["model_version"] = version
-        report["files"] = _write_outputs(report, collector.verdicts, truth, report_dir, options)
+        rows = checkin_rows(truth, observed)
+        report["files"] = _write_outputs(report, collector.verdicts, rows, report_dir, options)
         say(format_report(report))
         say(f"report files: {report_dir}")
         return report
@@ -184,15 +192,21 @@ def _attendance(truth: list[dict[str, Any]]) -> dict[str, dict[str, int]]:
 def _write_outputs(
     report: dict[str, Any],
     verdicts: list[Verdict],
-    truth: list[dict[str, Any]],
+    rows: list[dict[str, Any]],
     report_dir: Path,
     options: DemoOptions,
 ) -> dict[str, str]:
     from facegate.plots import latency_histogram
 
-    frame_ids = {row["frame_id"] for row in truth}
+    frame_ids = {row["frame_id"] for row in rows}
     latencies = [(v.decided_at - v.captured_at) * 1000 for v in verdicts if v.frame_id in frame_ids]
     files = {"truth": str(report_dir / "truth.jsonl")}
+    csv_path = report_dir / "checkins.csv"
+    with csv_path.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, CHECKIN_COLUMNS)
+        writer.writeheader()
+        writer.writerows(rows)
+    files["checkins"] = str(csv_path)
     if latencies:
         png = report_dir / "latency.png"
         latency_histogram(latencies, png, f"capture -> verdict, {options.profile} profile")

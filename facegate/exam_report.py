@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections import Counter, defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -63,6 +64,77 @@ def _percentiles(values: list[float]) -> dict[str, float | None]:
         "p99": round(float(np.percentile(data, 99)), 2),
         "mean": round(float(data.mean()), 2),
     }
+
+
+# The columns of ``checkins.csv``: what was sent for a check-in, and what came back.
+CHECKIN_COLUMNS = (
+    "checkin",
+    "frame_id",
+    "exam_id",
+    "gate_id",
+    "kind",
+    "claimed_student_id",
+    "true_identity",
+    "photos",
+    "expected",
+    "outcome",
+    "correct",
+    "score",
+    "threshold",
+    "top_match",
+    "top_score",
+    "latency_ms",
+    "model_version",
+    "dead_letter_detail",
+)
+# How many wrong outcomes the terminal report lists (all are in checkins.csv).
+MISTAKES_SHOWN = 10
+# How much of a photo's name the terminal report shows.
+PHOTO_SHOWN = 32
+
+
+def checkin_rows(
+    truth: list[dict[str, Any]], observed: dict[str, Observed]
+) -> list[dict[str, Any]]:
+    """One row per published check-in (``CHECKIN_COLUMNS``), in publication order; a check-in
+    nothing came back for has the outcome ``missing``."""
+    rows = []
+    for row in truth:
+        seen = observed.get(row["frame_id"])
+        verdict = seen.verdict if seen is not None else None
+        letter = seen.dead_letter if seen is not None else None
+        top = verdict.top_matches[0] if verdict is not None and verdict.top_matches else None
+        outcome = seen.label if seen is not None else "missing"
+        rows.append(
+            {
+                "checkin": row.get("checkin"),
+                "frame_id": row["frame_id"],
+                "exam_id": row.get("exam_id"),
+                "gate_id": row.get("gate_id"),
+                "kind": row["kind"],
+                "claimed_student_id": row.get("claimed_student_id"),
+                "true_identity": ";".join(row.get("true_identities") or []),
+                "photos": ";".join(_photo_name(p) for p in row.get("photos", [])),
+                "expected": ";".join(row["expected"]),
+                "outcome": outcome,
+                "correct": outcome in row["expected"],
+                "score": verdict.score if verdict is not None else None,
+                "threshold": verdict.threshold if verdict is not None else None,
+                "top_match": top.student_id if top is not None else None,
+                "top_score": top.score if top is not None else None,
+                "latency_ms": round((verdict.decided_at - verdict.captured_at) * 1000, 2)
+                if verdict is not None
+                else None,
+                "model_version": verdict.model_version if verdict is not None else None,
+                "dead_letter_detail": letter.detail if letter is not None else None,
+            }
+        )
+    return rows
+
+
+def _photo_name(path: str) -> str:
+    """``<person>/<photo>``: the roster's folder names the person."""
+    return f"{Path(path).parent.name}/{Path(path).name}"
 
 
 def build_report(
@@ -137,6 +209,12 @@ def build_report(
         "stage_ms": {stage: _percentiles(v) for stage, v in sorted(stage_times.items())},
         "throughput_per_s": round(decided / span, 2) if span else None,
         "dead_letters": dict(sorted(dead_letters.items())),
+        "mistakes": [
+            {k: row[k] for k in ("checkin", "kind", "photos", "expected", "outcome", "score")}
+            | {"threshold": row["threshold"]}
+            for row in checkin_rows(truth, observed)
+            if not row["correct"]
+        ],
     }
 
 
@@ -165,6 +243,22 @@ def format_report(report: dict[str, Any]) -> str:
         lines.append(
             f"  {kind:<15} {row['correct']:>4}/{row['frames']:<4} {_pct(row['accuracy']):>8}"
         )
+    mistakes = report.get("mistakes", [])
+    where = " (every check-in is in checkins.csv)" if mistakes else ""
+    lines.append(f"wrong outcomes: {len(mistakes)}{where}")
+    for row in mistakes[:MISTAKES_SHOWN]:
+        score = ""
+        if row["score"] is not None:
+            score = f"  score {row['score']:.3f}, threshold {row['threshold']:.3f}"
+        photo = str(row["photos"])
+        if len(photo) > PHOTO_SHOWN:  # press-photo file names run long; checkins.csv has all
+            photo = photo[: PHOTO_SHOWN - 3] + "..."
+        lines.append(
+            f"  #{row['checkin']!s:<3} {row['kind']:<13} {photo:<{PHOTO_SHOWN}} expected "
+            f"{row['expected']}, got {row['outcome']}{score}"
+        )
+    if len(mistakes) > MISTAKES_SHOWN:
+        lines.append(f"  ... and {len(mistakes) - MISTAKES_SHOWN} more")
     if report.get("attendance"):
         lines.append("attendance (from the stream processor's table in Redis):")
         for exam, row in report["attendance"].items():

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections import Counter
 
-from facegate.exam_report import build_report, collect, format_report
+from facegate.exam_report import CHECKIN_COLUMNS, build_report, checkin_rows, collect, format_report
 from schemas.messages import DeadLetter, Verdict
 
 
@@ -71,3 +71,51 @@ def test_report_counts_accuracy_repeats_and_dead_letters() -> None:
     assert report["throughput_per_s"] == round(3 / 2.08, 2)
     text = format_report(report)
     assert "impostors caught         1 of 1" in text and "truncated_image" in text
+
+
+def test_every_checkin_has_a_row_and_the_wrong_ones_are_listed() -> None:
+    truth = [
+        _truth("g1", "genuine", ["accept/match"]) | {"checkin": 0, "photos": ["/r/ann/1.jpg"]},
+        _truth("g2", "genuine", ["accept/match"]) | {"checkin": 1, "photos": ["/r/bob/2.jpg"]},
+        _truth("c1", "corrupt", ["dead_letter"]) | {"checkin": 2, "photos": ["/r/ann/3.jpg"]},
+        _truth("m1", "genuine", ["accept/match"]) | {"checkin": 3, "photos": ["/r/cy/4.jpg"]},
+    ]
+    rejected = _verdict("g2", "reject", "mismatch", 101.0, 101.25).model_copy(
+        update={"score": 0.412, "threshold": 0.45}
+    )
+    verdicts = [_verdict("g1", "accept", "match", 100.0, 100.05), rejected]
+    letter = DeadLetter(
+        source_topic="frames",
+        partition=0,
+        offset=1,
+        key=None,
+        reason="truncated_image",
+        detail="JPEG without its end-of-image marker",
+        service="s",
+        failed_at=103.0,
+        payload=b"x",
+        frame_id="c1",
+    )
+    observed = collect(verdicts, [letter])
+    rows = checkin_rows(truth, observed)
+    assert [r["frame_id"] for r in rows] == ["g1", "g2", "c1", "m1"]
+    assert set(rows[0]) == set(CHECKIN_COLUMNS)
+    assert [(r["outcome"], r["correct"]) for r in rows] == [
+        ("accept/match", True),
+        ("reject/mismatch", False),
+        ("dead_letter", True),
+        ("missing", False),
+    ]
+    assert rows[1]["photos"] == "bob/2.jpg" and rows[1]["latency_ms"] == 250.0
+    assert rows[2]["dead_letter_detail"] == "JPEG without its end-of-image marker"
+
+    report = build_report(truth, observed)
+    assert [(m["checkin"], m["outcome"]) for m in report["mistakes"]] == [
+        (1, "reject/mismatch"),
+        (3, "missing"),
+    ]
+    text = format_report(report)
+    assert "wrong outcomes: 2 (every check-in is in checkins.csv)" in text
+    assert "#1   genuine       bob/2.jpg" in text
+    assert "expected accept/match, got reject/mismatch  score 0.412, threshold 0.450" in text
+    assert "expected accept/match, got missing" in text
