@@ -81,6 +81,7 @@ CHECKIN_COLUMNS = (
     "correct",
     "score",
     "threshold",
+    "quality_reasons",
     "top_match",
     "top_score",
     "latency_ms",
@@ -120,6 +121,7 @@ def checkin_rows(
                 "correct": outcome in row["expected"],
                 "score": verdict.score if verdict is not None else None,
                 "threshold": verdict.threshold if verdict is not None else None,
+                "quality_reasons": ";".join(verdict.quality_reasons) if verdict is not None else "",
                 "top_match": top.student_id if top is not None else None,
                 "top_score": top.score if top is not None else None,
                 "latency_ms": round((verdict.decided_at - verdict.captured_at) * 1000, 2)
@@ -211,7 +213,7 @@ def build_report(
         "dead_letters": dict(sorted(dead_letters.items())),
         "mistakes": [
             {k: row[k] for k in ("checkin", "kind", "photos", "expected", "outcome", "score")}
-            | {"threshold": row["threshold"]}
+            | {"threshold": row["threshold"], "quality_reasons": row["quality_reasons"]}
             for row in checkin_rows(truth, observed)
             if not row["correct"]
         ],
@@ -250,6 +252,8 @@ def format_report(report: dict[str, Any]) -> str:
         score = ""
         if row["score"] is not None:
             score = f"  score {row['score']:.3f}, threshold {row['threshold']:.3f}"
+        if row.get("quality_reasons"):
+            score += f"  ({row['quality_reasons']})"
         photo = str(row["photos"])
         if len(photo) > PHOTO_SHOWN:  # press-photo file names run long; checkins.csv has all
             photo = photo[: PHOTO_SHOWN - 3] + "..."

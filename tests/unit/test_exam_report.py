@@ -81,7 +81,7 @@ def test_every_checkin_has_a_row_and_the_wrong_ones_are_listed() -> None:
         _truth("m1", "genuine", ["accept/match"]) | {"checkin": 3, "photos": ["/r/cy/4.jpg"]},
     ]
     rejected = _verdict("g2", "reject", "mismatch", 101.0, 101.25).model_copy(
-        update={"score": 0.412, "threshold": 0.45}
+        update={"score": 0.412, "threshold": 0.45, "quality_reasons": ["blur", "pose"]}
     )
     verdicts = [_verdict("g1", "accept", "match", 100.0, 100.05), rejected]
     letter = DeadLetter(
@@ -107,6 +107,7 @@ def test_every_checkin_has_a_row_and_the_wrong_ones_are_listed() -> None:
         ("missing", False),
     ]
     assert rows[1]["photos"] == "bob/2.jpg" and rows[1]["latency_ms"] == 250.0
+    assert rows[1]["quality_reasons"] == "blur;pose" and rows[0]["quality_reasons"] == ""
     assert rows[2]["dead_letter_detail"] == "JPEG without its end-of-image marker"
 
     report = build_report(truth, observed)
@@ -117,5 +118,5 @@ def test_every_checkin_has_a_row_and_the_wrong_ones_are_listed() -> None:
     text = format_report(report)
     assert "wrong outcomes: 2 (every check-in is in checkins.csv)" in text
     assert "#1   genuine       bob/2.jpg" in text
-    assert "expected accept/match, got reject/mismatch  score 0.412, threshold 0.450" in text
+    assert "got reject/mismatch  score 0.412, threshold 0.450  (blur;pose)" in text
     assert "expected accept/match, got missing" in text
