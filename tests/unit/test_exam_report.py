@@ -6,21 +6,38 @@ from collections import Counter
 
 from facegate.exam_report import CHECKIN_COLUMNS, build_report, checkin_rows, collect, format_report
 from schemas.messages import DeadLetter, Verdict
+from tests.verdicts import make_verdict
 
 
 def _verdict(frame: str, decision: str, reason: str, captured: float, decided: float) -> Verdict:
-    return Verdict(
+    return make_verdict(
         frame_id=frame,
         gate_id="g",
         exam_id="e",
         claimed_student_id="s",
         captured_at=captured,
         decided_at=decided,
-        decision=decision,  # type: ignore[arg-type]
-        reason=reason,  # type: ignore[arg-type]
-        model_name="m",
-        model_version="1",
+        decision=decision,
+        reason=reason,
+        score=None,
+        threshold=None,
         timings_ms={"detect": 20.0, "embed": 7.0},
+    )
+
+
+def _letter(frame: str, detail: str) -> DeadLetter:
+    """The dead letter of a truncated JPEG."""
+    return DeadLetter(
+        source_topic="frames",
+        partition=0,
+        offset=1,
+        key=None,
+        reason="truncated_image",
+        detail=detail,
+        service="s",
+        failed_at=103.0,
+        payload=b"x",
+        frame_id=frame,
     )
 
 
@@ -42,20 +59,7 @@ def test_report_counts_accuracy_repeats_and_dead_letters() -> None:
         _verdict("g2", "reject", "mismatch", 101.0, 101.10),
         _verdict("i1", "reject", "mismatch", 102.0, 102.08),
     ]
-    letters = [
-        DeadLetter(
-            source_topic="frames",
-            partition=0,
-            offset=1,
-            key=None,
-            reason="truncated_image",
-            detail="",
-            service="s",
-            failed_at=103.0,
-            payload=b"x",
-            frame_id="c1",
-        )
-    ]
+    letters = [_letter("c1", "")]
     report = build_report(truth, collect(verdicts, letters), Counter({"undecodable": 2}))
     assert report["checkins"] == 5
     assert (report["answered"], report["missing"]) == (4, 1)
@@ -84,18 +88,7 @@ def test_every_checkin_has_a_row_and_the_wrong_ones_are_listed() -> None:
         update={"score": 0.412, "threshold": 0.45, "quality_reasons": ["blur", "pose"]}
     )
     verdicts = [_verdict("g1", "accept", "match", 100.0, 100.05), rejected]
-    letter = DeadLetter(
-        source_topic="frames",
-        partition=0,
-        offset=1,
-        key=None,
-        reason="truncated_image",
-        detail="JPEG without its end-of-image marker",
-        service="s",
-        failed_at=103.0,
-        payload=b"x",
-        frame_id="c1",
-    )
+    letter = _letter("c1", "JPEG without its end-of-image marker")
     observed = collect(verdicts, [letter])
     rows = checkin_rows(truth, observed)
     assert [r["frame_id"] for r in rows] == ["g1", "g2", "c1", "m1"]
