@@ -18,7 +18,7 @@ from facegate.stack import LocalStack
 from schemas.messages import Verdict
 from stream_processors.app import record_with_retry
 from stream_processors.attendance import VERDICT_AUDIT_STREAM, AttendanceTable
-from tests.verdicts import make_verdict
+from tests.messages import make_verdict
 
 pytestmark = pytest.mark.integration
 

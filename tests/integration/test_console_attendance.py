@@ -24,7 +24,7 @@ from facegate.settings import RedisSettings
 from facegate.stack import LocalStack
 from stream_processors.attendance import AttendanceTable, AttendanceUnreadable
 from tests.asgi import asgi_request
-from tests.verdicts import make_verdict
+from tests.messages import make_verdict
 
 pytestmark = pytest.mark.integration
 

@@ -14,23 +14,20 @@ from facegate.settings import KafkaSettings, load_settings
 from facegate.stack import LocalStack
 from producers.publisher import encode_image
 from schemas.codec import encode
-from schemas.messages import DeadLetter, Frame, now
-from schemas.topics import FRAMES, FRAMES_DLQ
+from schemas.messages import DeadLetter, Frame
+from schemas.topics import FRAMES_DLQ
 from tests.integration.frame_helpers import make_frame, read_frames
+from tests.messages import make_dead_letter
 
 pytestmark = pytest.mark.integration
 
 
 def _letter(service: str, reason: str, frame: Frame | None) -> DeadLetter:
-    return DeadLetter(
-        source_topic=FRAMES.name,
-        partition=0,
-        offset=0,
+    return make_dead_letter(
         key=b"gate-dlq",
         reason=reason,
         detail="written by the test",
         service=service,
-        failed_at=now(),
         payload=None if frame is None else encode(frame),
         frame_id=None if frame is None else frame.frame_id,
     )

@@ -25,8 +25,8 @@ from facegate.storage_keys import evidence_key
 from schemas.codec import decode, encode
 from schemas.messages import DeadLetter, Feedback, new_id
 from schemas.topics import FRAMES_DLQ
+from tests.messages import make_verdict
 from tests.topic_reader import create_scratch_topic, read_topic
-from tests.verdicts import make_verdict
 
 pytestmark = pytest.mark.integration
 GARBAGE = b"\x00 not a feedback message"

@@ -12,6 +12,7 @@ from facegate.settings import KafkaSettings
 from schemas.codec import decode, encode
 from schemas.messages import DeadLetter, Frame, Verdict
 from schemas.topics import FRAMES, VERDICTS
+from tests.messages import make_dead_letter
 
 
 def _frame(frame_id: str) -> Frame:
@@ -29,14 +30,10 @@ def _frame(frame_id: str) -> Frame:
 
 def _letter(frame: Frame, topic: str = FRAMES.name) -> bytes:
     return encode(
-        DeadLetter(
+        make_dead_letter(
             source_topic=topic,
-            partition=0,
-            offset=0,
             key=b"gate-1",
-            reason="truncated_image",
             detail="JPEG ends before its end-of-image marker",
-            service="stream-processor",
             failed_at=time.time(),
             payload=encode(frame),
             frame_id=frame.frame_id,
@@ -83,15 +80,5 @@ def test_a_dead_letter_shows_until_its_verdict_replaces_it() -> None:
 def test_letters_that_name_no_check_in_are_not_shown() -> None:
     frame = _frame("f2")
     assert letter_view(decode(_letter(frame, VERDICTS.name), DeadLetter)) is None
-    broken = DeadLetter(
-        source_topic=FRAMES.name,
-        partition=0,
-        offset=0,
-        key=None,
-        reason="undecodable",
-        detail="",
-        service="stream-processor",
-        failed_at=time.time(),
-        payload=b"not msgpack",
-    )
+    broken = make_dead_letter(reason="undecodable", payload=b"not msgpack")
     assert letter_view(broken) is None

@@ -7,20 +7,11 @@ import pytest
 
 from facegate.dead_letter_replay import Selection, parse_duration
 from schemas.messages import DeadLetter
+from tests.messages import make_dead_letter
 
 
 def _letter(service: str, reason: str, topic: str, at: float) -> DeadLetter:
-    return DeadLetter(
-        source_topic=topic,
-        partition=0,
-        offset=0,
-        key=None,
-        reason=reason,
-        detail="",
-        service=service,
-        failed_at=at,
-        payload=b"x",
-    )
+    return make_dead_letter(source_topic=topic, reason=reason, service=service, failed_at=at)
 
 
 @pytest.mark.parametrize(

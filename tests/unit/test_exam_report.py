@@ -6,7 +6,7 @@ from collections import Counter
 
 from facegate.exam_report import CHECKIN_COLUMNS, build_report, checkin_rows, collect, format_report
 from schemas.messages import DeadLetter, Verdict
-from tests.verdicts import make_verdict
+from tests.messages import make_dead_letter, make_verdict
 
 
 def _verdict(frame: str, decision: str, reason: str, captured: float, decided: float) -> Verdict:
@@ -27,18 +27,7 @@ def _verdict(frame: str, decision: str, reason: str, captured: float, decided: f
 
 def _letter(frame: str, detail: str) -> DeadLetter:
     """The dead letter of a truncated JPEG."""
-    return DeadLetter(
-        source_topic="frames",
-        partition=0,
-        offset=1,
-        key=None,
-        reason="truncated_image",
-        detail=detail,
-        service="s",
-        failed_at=103.0,
-        payload=b"x",
-        frame_id=frame,
-    )
+    return make_dead_letter(failed_at=103.0, detail=detail, service="s", frame_id=frame)
 
 
 def _truth(frame: str, kind: str, expected: list[str]) -> dict[str, object]:

@@ -11,7 +11,7 @@ from prometheus_client import REGISTRY
 from facegate.metrics import CONSUMER_LAG, LagReporter, partition_lags
 from inference_worker.metrics import KafkaLag, describe_serving_model, record_verdict
 from schemas.messages import Verdict
-from tests.verdicts import make_verdict
+from tests.messages import make_verdict
 
 
 def _value(name: str, labels: dict[str, str]) -> float | None:
