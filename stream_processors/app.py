@@ -207,15 +207,21 @@ def create_app(settings: StreamProcessorSettings) -> faust.App:
     @app.agent(verdicts_topic)
     async def record_attendance(stream: faust.StreamT[bytes]) -> None:
         loop = asyncio.get_running_loop()
+
+        async def dead_letter(
+            value: bytes, ref: RecordRef, reason: str, detail: str, frame_id: str | None
+        ) -> None:
+            letter = processor.dead_letter(value, ref, reason, detail, frame_id)
+            await dlq_topic.send(key=ref.key, value=encode(letter))
+            DEAD_LETTERS.labels("attendance", reason).inc()
+
         async for event in stream.events():
             message = event.message
             ref = RecordRef(message.topic, message.partition, message.offset, message.key)
             try:
                 verdict = decode(event.value, Verdict)
             except SchemaError as error:
-                letter = processor.dead_letter(event.value, ref, error.reason, error.detail, None)
-                await dlq_topic.send(key=message.key, value=encode(letter))
-                DEAD_LETTERS.labels("attendance", error.reason).inc()
+                await dead_letter(event.value, ref, error.reason, error.detail, None)
                 continue
             try:
                 await record_with_retry(loop, attendance, verdict)
@@ -224,11 +230,9 @@ def create_app(settings: StreamProcessorSettings) -> faust.App:
                 log.error(
                     "attendance of %s not recorded, dead-lettered: %s", verdict.frame_id, detail
                 )
-                letter = processor.dead_letter(
+                await dead_letter(
                     event.value, ref, ATTENDANCE_NOT_RECORDED, detail, verdict.frame_id
                 )
-                await dlq_topic.send(key=message.key, value=encode(letter))
-                DEAD_LETTERS.labels("attendance", ATTENDANCE_NOT_RECORDED).inc()
                 continue
             ATTENDANCE_UPDATES.labels(verdict.decision).inc()
 
