@@ -113,16 +113,13 @@ class LocalStack:
                     )
 
     def _is_healthy(self, spec: ServiceSpec, deadline: float) -> bool:
-        record = self.table.running(spec.name)
-        log_file = self.table.log_file(spec.name)
-        if record is None:
-            raise StackError(
-                f"{spec.name} exited during start; see its log: {log_file} "
-                f"(last line: {_last_line(log_file)})"
-            )
+        self._check_running(spec)
         try:
             spec.health()
         except Exception as exc:  # any failure of the probe means "not yet"
+            # A probe can take seconds to fail: a service that exited meanwhile says so.
+            self._check_running(spec)
+            log_file = self.table.log_file(spec.name)
             if time.monotonic() > deadline:
                 self.table.stop(spec.name)
                 raise StackError(
@@ -131,6 +128,14 @@ class LocalStack:
                 ) from None
             return False
         return True
+
+    def _check_running(self, spec: ServiceSpec) -> None:
+        if self.table.running(spec.name) is None:
+            log_file = self.table.log_file(spec.name)
+            raise StackError(
+                f"{spec.name} exited during start; see its log: {log_file} "
+                f"(last line: {_last_line(log_file)})"
+            )
 
     def _after_healthy(self, spec: ServiceSpec) -> None:
         if spec.name == "s3":
