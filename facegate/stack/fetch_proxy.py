@@ -1,0 +1,755 @@
+"""A Kafka-protocol proxy in front of the local broker that answers a waiting fetch as soon as a
+record for it is produced.
+
+Apache Kafka keeps a consumer's fetch waiting (up to its ``fetch.max.wait.ms``) only until data
+arrives for one of its partitions. tansu, the local stack's broker, sleeps out the whole wait
+whatever arrives in the meantime, so every hop through it costs up to a full wait (README,
+Performance: the hop sweep). This proxy restores Kafka's behaviour on the local stack: tansu
+advertises the proxy's address, every client connects here, and
+
+- a fetch that asks to wait is sent on with no wait; if tansu has nothing for it, the proxy
+  holds it (not tansu) until a produce to one of its partitions is acknowledged or the client's wait
+  runs out, then fetches again and answers;
+- every other request (produce, metadata, group coordination, ...) passes through unchanged, in
+  order, on the client's own upstream connection.
+
+Fetch is capped at version 12 in the ApiVersions answer, so that fetches name their topics (13
+and later name topic ids) and a produce can be matched to the fetches it wakes. Responses go
+back in request order, as the protocol requires. Production deployments use Apache Kafka and do
+not run this proxy.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import socket
+import struct
+import sys
+import time
+from collections import deque
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+log = logging.getLogger(__name__)
+
+PRODUCE, FETCH, API_VERSIONS = 0, 1, 18
+# The highest Fetch version whose requests name topics (13 and later use topic ids).
+MAX_FETCH_VERSION = 12
+# The wait the proxy's own fetches ask of tansu: a fetch with no wait at all is answered with no
+# topics, records or not (measured with tansu 0.6.0), one of 1 ms as expected.
+UPSTREAM_WAIT_MS = 1
+# How long the broker may take to listen after it is started, and how often the counts are logged.
+BROKER_START_TIMEOUT_S = 30.0
+REPORT_EVERY_S = 60.0
+# How long a fetch known to be empty is answered without asking the broker (``KnownEmpty``).
+RECHECK_EMPTY_S = 1.0
+# Requests larger than this are refused (the broker's own limit is lower).
+MAX_FRAME_BYTES = 256 * 1024 * 1024
+
+
+# A topic's partition: (topic name, partition index).
+Partition = tuple[str, int]
+
+
+class ProtocolError(ValueError):
+    """A request or response this proxy cannot read."""
+
+
+class Reader:
+    """Reads Kafka protocol primitives from a frame, classic and flexible ("compact") forms."""
+
+    def __init__(self, data: bytes, offset: int = 0) -> None:
+        self.data = data
+        self.offset = offset
+
+    def take(self, size: int) -> bytes:
+        end = self.offset + size
+        if size < 0 or end > len(self.data):
+            raise ProtocolError(f"frame ends at {len(self.data)}, field needs {end}")
+        chunk = self.data[self.offset : end]
+        self.offset = end
+        return chunk
+
+    def int8(self) -> int:
+        return int(struct.unpack(">b", self.take(1))[0])
+
+    def int16(self) -> int:
+        return int(struct.unpack(">h", self.take(2))[0])
+
+    def int32(self) -> int:
+        return int(struct.unpack(">i", self.take(4))[0])
+
+    def int64(self) -> int:
+        return int(struct.unpack(">q", self.take(8))[0])
+
+    def uvarint(self) -> int:
+        value, shift = 0, 0
+        while True:
+            byte = self.take(1)[0]
+            value |= (byte & 0x7F) << shift
+            if not byte & 0x80:
+                return value
+            shift += 7
+            if shift > 35:
+                raise ProtocolError("varint longer than 5 bytes")
+
+    def string(self, compact: bool) -> str | None:
+        size = self.uvarint() - 1 if compact else self.int16()
+        return None if size < 0 else self.take(size).decode("utf-8", "replace")
+
+    def bytes_length(self, compact: bool) -> int:
+        """The length of a nullable byte field (-1 for null), its bytes skipped."""
+        size = self.uvarint() - 1 if compact else self.int32()
+        if size > 0:
+            self.take(size)
+        return size
+
+    def array_length(self, compact: bool) -> int:
+        return self.uvarint() - 1 if compact else self.int32()
+
+    def tagged_fields(self) -> None:
+        for _ in range(self.uvarint()):
+            self.uvarint()  # tag
+            self.take(self.uvarint())
+
+
+@dataclass(frozen=True)
+class RequestHeader:
+    api_key: int
+    api_version: int
+    correlation_id: int
+    body_offset: int
+
+
+def flexible_request(api_key: int, version: int) -> bool:
+    """Whether a request of this API and version uses the flexible header (with tagged fields)."""
+    first_flexible = {PRODUCE: 9, FETCH: 12, API_VERSIONS: 3}
+    return api_key in first_flexible and version >= first_flexible[api_key]
+
+
+def read_request_header(frame: bytes) -> RequestHeader:
+    reader = Reader(frame)
+    api_key, api_version, correlation_id = reader.int16(), reader.int16(), reader.int32()
+    reader.string(compact=False)  # client id: a classic nullable string in every header
+    if flexible_request(api_key, api_version):
+        reader.tagged_fields()
+    return RequestHeader(api_key, api_version, correlation_id, reader.offset)
+
+
+@dataclass
+class FetchRequest:
+    """What the proxy needs of a fetch: its wait, its partitions and where the wait is written."""
+
+    max_wait_ms: int
+    wait_offset: int
+    session_id: int
+    # Where the fetch reads each partition from.
+    offsets: dict[Partition, int]
+
+    @property
+    def partitions(self) -> frozenset[Partition]:
+        return frozenset(self.offsets)
+
+
+def read_fetch_request(frame: bytes, header: RequestHeader) -> FetchRequest:
+    version = header.api_version
+    if version > MAX_FETCH_VERSION:
+        raise ProtocolError(f"Fetch v{version} names topic ids; the proxy caps Fetch at v12")
+    compact = version >= 12
+    reader = Reader(frame, header.body_offset)
+    reader.int32()  # replica id
+    wait_offset = reader.offset
+    max_wait_ms = reader.int32()
+    reader.int32()  # min bytes
+    if version >= 3:
+        reader.int32()  # max bytes
+    if version >= 4:
+        reader.int8()  # isolation level
+    session_id = 0
+    if version >= 7:
+        session_id = reader.int32()
+        reader.int32()  # session epoch
+    offsets = {}
+    for _ in range(max(0, reader.array_length(compact))):
+        name = reader.string(compact) or ""
+        for _ in range(max(0, reader.array_length(compact))):
+            partition = (name, reader.int32())
+            if version >= 9:
+                reader.int32()  # current leader epoch
+            offsets[partition] = reader.int64()
+            if version >= 12:
+                reader.int32()  # last fetched epoch
+            if version >= 5:
+                reader.int64()  # log start offset
+            reader.int32()  # partition max bytes
+            if compact:
+                reader.tagged_fields()
+        if compact:
+            reader.tagged_fields()
+    return FetchRequest(max_wait_ms, wait_offset, session_id, offsets)
+
+
+def without_wait(frame: bytes, fetch: FetchRequest) -> bytes:
+    """The fetch request ``frame`` with the shortest wait tansu serves (``UPSTREAM_WAIT_MS``)."""
+    at = fetch.wait_offset
+    return frame[:at] + struct.pack(">i", UPSTREAM_WAIT_MS) + frame[at + 4 :]
+
+
+@dataclass
+class FetchAnswer:
+    """What a fetch response says: whether it carries records or an error (anything but
+    "nothing yet"), and the high watermark of each partition answered without an error."""
+
+    has_answer: bool = False
+    high_watermarks: dict[Partition, int] = field(default_factory=dict)
+
+
+def fetch_has_answer(frame: bytes, version: int) -> bool:
+    """Whether a fetch response carries records or an error (anything but "nothing yet")."""
+    return read_fetch_response(frame, version).has_answer
+
+
+def read_fetch_response(frame: bytes, version: int) -> FetchAnswer:
+    compact = version >= 12
+    reader = Reader(frame)
+    answer = FetchAnswer()
+    reader.int32()  # correlation id
+    if compact:
+        reader.tagged_fields()
+    if version >= 1:
+        reader.int32()  # throttle time
+    if version >= 7:
+        if reader.int16() != 0:
+            return FetchAnswer(has_answer=True)
+        reader.int32()  # session id
+    for _ in range(max(0, reader.array_length(compact))):
+        name = reader.string(compact) or ""
+        for _ in range(max(0, reader.array_length(compact))):
+            partition = (name, reader.int32())
+            error = reader.int16()
+            high_watermark = reader.int64()
+            if error != 0:
+                answer.has_answer = True
+            else:
+                answer.high_watermarks[partition] = high_watermark
+            if version >= 4:
+                reader.int64()  # last stable offset
+            if version >= 5:
+                reader.int64()  # log start offset
+            if version >= 4:
+                for _ in range(max(0, reader.array_length(compact))):
+                    reader.int64()
+                    reader.int64()
+                    if compact:
+                        reader.tagged_fields()
+            if version >= 11:
+                reader.int32()  # preferred read replica
+            if reader.bytes_length(compact) > 0:
+                answer.has_answer = True
+            if compact:
+                reader.tagged_fields()
+        if compact:
+            reader.tagged_fields()
+    return answer
+
+
+@dataclass(frozen=True)
+class ProduceRequest:
+    acks: int
+    partitions: frozenset[Partition]
+
+
+def read_produce_request(frame: bytes, header: RequestHeader) -> ProduceRequest:
+    version = header.api_version
+    compact = version >= 9
+    reader = Reader(frame, header.body_offset)
+    if version >= 3:
+        reader.string(compact)  # transactional id
+    acks = reader.int16()
+    reader.int32()  # timeout
+    partitions = set()
+    for _ in range(max(0, reader.array_length(compact))):
+        name = reader.string(compact) or ""
+        for _ in range(max(0, reader.array_length(compact))):
+            partitions.add((name, reader.int32()))
+            reader.bytes_length(compact)
+            if compact:
+                reader.tagged_fields()
+        if compact:
+            reader.tagged_fields()
+    return ProduceRequest(acks, frozenset(partitions))
+
+
+def cap_fetch_version(frame: bytes, version: int) -> bytes:
+    """The ApiVersions response ``frame`` with Fetch's highest version at most 12."""
+    data = bytearray(frame)
+    reader = Reader(frame)
+    reader.int32()  # correlation id (ApiVersions answers with a classic response header)
+    reader.int16()  # error code
+    compact = version >= 3
+    for _ in range(max(0, reader.array_length(compact))):
+        api_key = reader.int16()
+        reader.int16()  # min version
+        at = reader.offset
+        highest = reader.int16()
+        if api_key == FETCH and highest > MAX_FETCH_VERSION:
+            data[at : at + 2] = struct.pack(">h", MAX_FETCH_VERSION)
+        if compact:
+            reader.tagged_fields()
+    return bytes(data)
+
+
+class ProduceSignal:
+    """Per topic, how many produces have been acknowledged; wakes the fetches waiting on it."""
+
+    def __init__(self) -> None:
+        self._versions: dict[Partition, int] = {}
+        self._waiters: dict[Partition, list[asyncio.Future[None]]] = {}
+
+    def version(self, partitions: Iterable[Partition]) -> int:
+        return sum(self._versions.get(partition, 0) for partition in partitions)
+
+    def versions(self, partitions: Iterable[Partition]) -> dict[Partition, int]:
+        return {partition: self._versions.get(partition, 0) for partition in partitions}
+
+    def produced(self, partitions: Iterable[Partition]) -> None:
+        """A produce to ``partitions`` was acknowledged: wake the fetches waiting on them."""
+        for partition in partitions:
+            self._versions[partition] = self._versions.get(partition, 0) + 1
+            for waiter in self._waiters.pop(partition, []):
+                if not waiter.done():
+                    waiter.set_result(None)
+
+    async def wait_beyond(
+        self, partitions: frozenset[Partition], seen: int, timeout_s: float
+    ) -> bool:
+        """Wait for a produce to ``partitions`` beyond ``seen``; False if ``timeout_s`` ran out."""
+        if self.version(partitions) != seen:
+            return True
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        for partition in partitions:
+            self._waiters.setdefault(partition, []).append(waiter)
+        try:
+            await asyncio.wait_for(waiter, timeout_s)
+        except TimeoutError:
+            pass
+        finally:
+            for partition in partitions:
+                waiters = self._waiters.get(partition)
+                if waiters and waiter in waiters:
+                    waiters.remove(waiter)
+        return self.version(partitions) != seen
+
+
+async def read_frame(reader: asyncio.StreamReader) -> bytes:
+    size = struct.unpack(">i", await reader.readexactly(4))[0]
+    if not 0 <= size <= MAX_FRAME_BYTES:
+        raise ProtocolError(f"frame of {size} bytes")
+    return await reader.readexactly(size)
+
+
+def framed(payload: bytes) -> bytes:
+    return struct.pack(">i", len(payload)) + payload
+
+
+@dataclass
+class InFlight:
+    """A request sent upstream, waiting for its response."""
+
+    header: RequestHeader
+    answer: asyncio.Future[bytes]
+    frame: bytes = b""
+    fetch: FetchRequest | None = None
+    deadline: float = 0.0
+    seen: int = 0
+    produce: ProduceRequest | None = None
+    # The fetch after its header, and when the broker last answered it (see ``KnownEmpty``).
+    body: bytes = b""
+    checked_at: float = 0.0
+    # The produce count of each partition when the fetch was sent (see ``PartitionEnds``).
+    versions: dict[Partition, int] = field(default_factory=dict)
+    # Nothing to read: held without asking the broker; its answer if known.
+    hold_here: bool = False
+    known_empty: bytes | None = None
+
+
+@dataclass(frozen=True)
+class KnownEmpty:
+    """The connection's last fetch that waited out its wait with nothing to read.
+
+    A consumer with nothing to read sends the same fetch again and again. While nothing has
+    been produced to its partitions since the broker answered it, the answer is the same: the
+    proxy holds the fetch without asking the broker (re-asking at least every
+    ``RECHECK_EMPTY_S``), so idle consumers cost the broker nothing.
+    """
+
+    body: bytes
+    version: int
+    answer: bytes
+    checked_at: float
+
+
+@dataclass
+class ProxyCounts:
+    """What the proxy did with the fetches that asked to wait (logged every minute)."""
+
+    answered_at_once: int = 0
+    answered_on_produce: int = 0
+    waited_out: int = 0
+    woken_for_nothing: int = 0
+    held_without_asking: int = 0
+
+    def line(self) -> str:
+        return (
+            f"waiting fetches: {self.answered_at_once} answered at once, "
+            f"{self.answered_on_produce} on a produce, {self.waited_out} waited out "
+            f"({self.held_without_asking} of them held without asking the broker); "
+            f"{self.woken_for_nothing} woken by a produce they had already read"
+        )
+
+
+@dataclass
+class Connection:
+    """One client connection: its upstream connection, and a second one for held fetches."""
+
+    proxy: FetchProxy
+    client_reader: asyncio.StreamReader
+    client_writer: asyncio.StreamWriter
+    upstream_reader: asyncio.StreamReader
+    upstream_writer: asyncio.StreamWriter
+    in_flight: deque[InFlight] = field(default_factory=deque)
+    answers: asyncio.Queue[asyncio.Future[bytes]] = field(default_factory=asyncio.Queue)
+    refetch: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
+    refetch_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    tasks: set[asyncio.Task[None]] = field(default_factory=set)
+    known_empty: KnownEmpty | None = None
+
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        pumps = [
+            loop.create_task(self._from_client()),
+            loop.create_task(self._from_upstream()),
+            loop.create_task(self._to_client()),
+        ]
+        try:
+            done, _ = await asyncio.wait(pumps, return_when=asyncio.FIRST_COMPLETED)
+            for task in done:
+                error = task.exception()
+                if error is not None and not isinstance(
+                    error, asyncio.IncompleteReadError | ConnectionError
+                ):
+                    log.warning("connection closed: %s: %s", type(error).__name__, error)
+        finally:
+            for task in [*pumps, *self.tasks]:
+                task.cancel()
+            writers = [self.client_writer, self.upstream_writer]
+            if self.refetch is not None:
+                writers.append(self.refetch[1])
+            for writer in writers:
+                writer.close()
+
+    def _classify(self, frame: bytes, item: InFlight) -> bytes:
+        """Mark a fetch that asks to wait or a produce; the frame to send upstream."""
+        header = item.header
+        try:
+            if header.api_key == FETCH and header.api_version <= MAX_FETCH_VERSION:
+                fetch = read_fetch_request(frame, header)
+                # A fetch of an incremental session (KIP-227) cannot be sent twice.
+                if fetch.max_wait_ms > 0 and fetch.session_id == 0 and fetch.partitions:
+                    now = time.monotonic()
+                    item.fetch = fetch
+                    item.frame = without_wait(frame, fetch)
+                    item.deadline = now + fetch.max_wait_ms / 1000
+                    item.seen = self.proxy.signal.version(fetch.partitions)
+                    item.body, item.checked_at = frame[header.body_offset :], now
+                    item.versions = self.proxy.signal.versions(fetch.partitions)
+                    item.hold_here = self.proxy.ends.nothing_new(fetch.offsets, item.versions, now)
+                    known = self.known_empty
+                    if (
+                        item.hold_here
+                        and known is not None
+                        and known.body == item.body
+                        and known.version == item.seen
+                        and now - known.checked_at < RECHECK_EMPTY_S
+                    ):
+                        item.checked_at = known.checked_at
+                        item.known_empty = frame[4:8] + known.answer[4:]
+                    return item.frame
+            elif header.api_key == PRODUCE:
+                item.produce = read_produce_request(frame, header)
+        except ProtocolError as error:  # passed on as it is: the broker answers it
+            log.debug("request api %d v%d not read: %s", header.api_key, header.api_version, error)
+        return frame
+
+    async def _from_client(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            frame = await read_frame(self.client_reader)
+            item = InFlight(read_request_header(frame), loop.create_future())
+            frame = self._classify(frame, item)
+            if item.hold_here:  # nothing to read: held here, the broker is not asked
+                self.proxy.counts.held_without_asking += 1
+                await self.answers.put(item.answer)
+                self._start_hold(item, item.known_empty)
+                continue
+            if item.produce is not None and item.produce.acks == 0:
+                # No response will come: the records are on their way once written.
+                self.upstream_writer.write(framed(frame))
+                await self.upstream_writer.drain()
+                self.proxy.signal.produced(item.produce.partitions)
+                continue
+            self.in_flight.append(item)
+            await self.answers.put(item.answer)
+            self.upstream_writer.write(framed(frame))
+            await self.upstream_writer.drain()
+
+    async def _from_upstream(self) -> None:
+        while True:
+            frame = await read_frame(self.upstream_reader)
+            if not self.in_flight:
+                raise ProtocolError("the broker answered a request nobody sent")
+            item = self.in_flight.popleft()
+            if struct.unpack(">i", frame[:4])[0] != item.header.correlation_id:
+                raise ProtocolError("the broker answered out of order")
+            if item.header.api_key == API_VERSIONS:
+                frame = cap_fetch_version(frame, item.header.api_version)
+            elif item.produce is not None:
+                self.proxy.signal.produced(item.produce.partitions)
+            elif item.fetch is not None:
+                if not self._read_answer(frame, item):
+                    self._start_hold(item, frame)
+                    continue
+                self.known_empty = None
+                self.proxy.counts.answered_at_once += 1
+            item.answer.set_result(frame)
+
+    def _read_answer(self, frame: bytes, item: InFlight) -> bool:
+        """Whether the fetch response ``frame`` answers ``item``; notes its high watermarks."""
+        try:
+            answer = read_fetch_response(frame, item.header.api_version)
+        except ProtocolError as error:  # passed on as it is: the client reads it
+            log.debug("fetch response v%d not read: %s", item.header.api_version, error)
+            return True
+        self.proxy.ends.note(answer.high_watermarks, item.versions)
+        return answer.has_answer
+
+    def _start_hold(self, item: InFlight, empty: bytes | None) -> None:
+        task = asyncio.get_running_loop().create_task(self._hold(item, empty))
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    async def _hold(self, item: InFlight, empty: bytes | None) -> None:
+        """Answer ``item``'s fetch when a produce to its partitions gives it records, or with an
+        empty answer when its wait runs out (``empty``, or the broker's if that is None)."""
+        assert item.fetch is not None
+        signal, counts = self.proxy.signal, self.proxy.counts
+        partitions, seen, answer = item.fetch.partitions, item.seen, empty
+        checked_at = item.checked_at
+        try:
+            while (remaining := item.deadline - time.monotonic()) > 0:
+                if not await signal.wait_beyond(partitions, seen, remaining):
+                    break
+                seen = signal.version(partitions)
+                checked_at = time.monotonic()
+                answer = await self._fetch_again(item)
+                if self._read_answer(answer, item):
+                    self.known_empty = None
+                    counts.answered_on_produce += 1
+                    item.answer.set_result(answer)
+                    return
+                counts.woken_for_nothing += 1
+            if answer is None:  # held without asking: the broker's answer, whatever it is
+                checked_at = time.monotonic()
+                answer = await self._fetch_again(item)
+                if self._read_answer(answer, item):
+                    self.known_empty = None
+                    item.answer.set_result(answer)
+                    return
+            counts.waited_out += 1
+            self.known_empty = KnownEmpty(item.body, seen, answer, checked_at)
+            item.answer.set_result(answer)
+        except Exception as error:  # the client's connection closes with it
+            item.answer.set_exception(error)
+
+    async def _fetch_again(self, item: InFlight) -> bytes:
+        """Send ``item``'s fetch (no wait) to the broker again; its answer."""
+        item.versions = self.proxy.signal.versions(item.versions)
+        frame = item.frame
+        async with self.refetch_lock:
+            if self.refetch is None:
+                self.refetch = await asyncio.open_connection(*self.proxy.upstream)
+            reader, writer = self.refetch
+            writer.write(framed(frame))
+            await writer.drain()
+            return await read_frame(reader)
+
+    async def _to_client(self) -> None:
+        while True:
+            answer = await self.answers.get()
+            self.client_writer.write(framed(await answer))
+            await self.client_writer.drain()
+
+
+class PartitionEnds:
+    """The high watermark the broker last reported for each partition, with the partition's
+    produce count when that fetch was sent and when it was.
+
+    A fetch from at or past the high watermark of every partition it reads, none of which has
+    been produced to since, has nothing to read: the proxy holds it without asking the broker
+    (what it knows is at most ``RECHECK_EMPTY_S`` old). Under load this saves a broker round
+    trip for most fetches: the one a consumer sends right after reading what there was."""
+
+    def __init__(self) -> None:
+        self._ends: dict[Partition, tuple[int, int, float]] = {}
+
+    def note(self, high_watermarks: dict[Partition, int], versions: dict[Partition, int]) -> None:
+        now = time.monotonic()
+        for partition, high_watermark in high_watermarks.items():
+            if partition in versions:
+                self._ends[partition] = (high_watermark, versions[partition], now)
+
+    def nothing_new(
+        self, offsets: dict[Partition, int], versions: dict[Partition, int], now: float
+    ) -> bool:
+        for partition, offset in offsets.items():
+            end = self._ends.get(partition)
+            if (
+                end is None
+                or offset < end[0]
+                or versions.get(partition) != end[1]
+                or now - end[2] >= RECHECK_EMPTY_S
+            ):
+                return False
+        return True
+
+
+class FetchProxy:
+    """Accepts clients' connections and forwards them to the broker at ``upstream``."""
+
+    def __init__(self, upstream: tuple[str, int]) -> None:
+        self.upstream = upstream
+        self.signal = ProduceSignal()
+        self.counts = ProxyCounts()
+        self.ends = PartitionEnds()
+
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            upstream_reader, upstream_writer = await asyncio.open_connection(*self.upstream)
+        except OSError as error:
+            log.warning("broker at %s:%d unreachable: %s", *self.upstream, error)
+            writer.close()
+            return
+        await Connection(self, reader, writer, upstream_reader, upstream_writer).run()
+
+
+def free_port(host: str) -> int:
+    with socket.socket() as probe:
+        probe.bind((host, 0))
+        return int(probe.getsockname()[1])
+
+
+async def wait_for_broker(host: str, port: int, broker: asyncio.subprocess.Process) -> None:
+    """Wait until the broker accepts connections; raise if it exits first."""
+    deadline = time.monotonic() + BROKER_START_TIMEOUT_S
+    while True:
+        if broker.returncode is not None:
+            raise RuntimeError(f"broker exited with code {broker.returncode} during start")
+        try:
+            _, writer = await asyncio.open_connection(host, port)
+        except OSError:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"broker not listening on {port} after start") from None
+            await asyncio.sleep(0.05)
+            continue
+        writer.close()
+        return
+
+
+async def relay_output(broker: asyncio.subprocess.Process, last_line: list[str]) -> None:
+    """Copy the broker's output to ours (the service log), keeping its last line."""
+    assert broker.stdout is not None
+    while line := await broker.stdout.readline():
+        sys.stdout.buffer.write(line)
+        sys.stdout.buffer.flush()
+        if line.strip():
+            last_line[0] = line.decode("utf-8", "replace").strip()
+
+
+async def serve(listen: tuple[str, int], upstream_host: str, command: list[str]) -> int:
+    """Start the broker ``command`` (``{upstream}`` in it replaced by its HOST:PORT), proxy
+    ``listen`` to it; stop it on SIGTERM; the broker's exit code."""
+    port = free_port(upstream_host)
+    argv = [part.replace("{upstream}", f"{upstream_host}:{port}") for part in command]
+    broker = await asyncio.create_subprocess_exec(
+        *argv, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
+    )
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, broker.terminate)
+    last_line: list[str] = [""]
+    relay = loop.create_task(relay_output(broker, last_line))
+    try:
+        await wait_for_broker(upstream_host, port, broker)
+    except RuntimeError as error:
+        if broker.returncode is None:
+            broker.terminate()
+        code = await broker.wait() or 1
+        await relay
+        log.error("%s: %s", error, last_line[0])
+        return code
+    proxy = FetchProxy((upstream_host, port))
+    server = await asyncio.start_server(proxy.handle, *listen)
+    log.info(
+        "fetch proxy on %s:%d in front of the broker on %s:%d (pid %d)",
+        *listen,
+        upstream_host,
+        port,
+        broker.pid,
+    )
+
+    async def report() -> None:
+        while True:
+            await asyncio.sleep(REPORT_EVERY_S)
+            log.info("%s", proxy.counts.line())
+
+    reporter = loop.create_task(report())
+    try:
+        code = await broker.wait()
+        await relay
+    finally:
+        reporter.cancel()
+        server.close()
+    log.info("broker exited with code %d (%s); %s", code, last_line[0], proxy.counts.line())
+    return code
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        description=(
+            "Run a Kafka-protocol broker behind a proxy that answers a waiting fetch as soon "
+            "as a record for it is produced (the local stack's tansu sleeps out every wait)."
+        ),
+        epilog="example: python -m facegate.stack.fetch_proxy --listen 127.0.0.1:19092 -- "
+        "tansu broker --listener-url tcp://{upstream} "
+        "--advertised-listener-url tcp://127.0.0.1:19092 --storage-engine memory://tansu/",
+    )
+    parser.add_argument("--listen", required=True, help="HOST:PORT clients connect to")
+    parser.add_argument(
+        "--upstream-host", default="127.0.0.1", help="where the broker listens (a free port)"
+    )
+    parser.add_argument("--verbose", action="store_true", help="log at debug level")
+    parser.add_argument("command", nargs="+", help="the broker's command; {upstream} = HOST:PORT")
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s fetch-proxy %(message)s",
+    )
+    host, port = args.listen.rsplit(":", 1)
+    sys.exit(asyncio.run(serve((host, int(port)), args.upstream_host, args.command)))
+
+
+if __name__ == "__main__":
+    main()
