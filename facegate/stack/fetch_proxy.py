@@ -515,7 +515,10 @@ class Connection:
             if struct.unpack(">i", frame[:4])[0] != item.header.correlation_id:
                 raise ProtocolError("the broker answered out of order")
             if item.header.api_key == API_VERSIONS:
-                frame = cap_fetch_version(frame, item.header.api_version)
+                try:
+                    frame = cap_fetch_version(frame, item.header.api_version)
+                except ProtocolError as error:  # e.g. an error answered in version 0
+                    log.debug("ApiVersions response not read: %s", error)
             elif item.produce is not None:
                 self.proxy.signal.produced(item.produce.partitions)
             elif item.fetch is not None:
