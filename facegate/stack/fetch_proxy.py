@@ -46,6 +46,8 @@ BROKER_START_TIMEOUT_S = 30.0
 REPORT_EVERY_S = 60.0
 # How long a fetch known to be empty is answered without asking the broker (``KnownEmpty``).
 RECHECK_EMPTY_S = 1.0
+# A fetch a produce woke that finds nothing is asked again after these pauses (see ``_woken``).
+WOKEN_RETRY_S = (0.001, 0.003, 0.0)
 # Requests larger than this are refused (the broker's own limit is lower).
 MAX_FRAME_BYTES = 256 * 1024 * 1024
 
@@ -529,14 +531,15 @@ class Connection:
                 self.proxy.counts.answered_at_once += 1
             item.answer.set_result(frame)
 
-    def _read_answer(self, frame: bytes, item: InFlight) -> bool:
+    def _read_answer(self, frame: bytes, item: InFlight, note_if_empty: bool = True) -> bool:
         """Whether the fetch response ``frame`` answers ``item``; notes its high watermarks."""
         try:
             answer = read_fetch_response(frame, item.header.api_version)
         except ProtocolError as error:  # passed on as it is: the client reads it
             log.debug("fetch response v%d not read: %s", item.header.api_version, error)
             return True
-        self.proxy.ends.note(answer.high_watermarks, item.versions)
+        if answer.has_answer or note_if_empty:
+            self.proxy.ends.note(answer.high_watermarks, item.versions)
         return answer.has_answer
 
     def _start_hold(self, item: InFlight, empty: bytes | None) -> None:
@@ -557,8 +560,8 @@ class Connection:
                     break
                 seen = signal.version(partitions)
                 checked_at = time.monotonic()
-                answer = await self._fetch_again(item)
-                if self._read_answer(answer, item):
+                answer = await self._woken(item)
+                if answer is not None:
                     self.known_empty = None
                     counts.answered_on_produce += 1
                     item.answer.set_result(answer)
@@ -576,6 +579,24 @@ class Connection:
             item.answer.set_result(answer)
         except Exception as error:  # the client's connection closes with it
             item.answer.set_exception(error)
+
+    async def _woken(self, item: InFlight) -> bytes | None:
+        """Ask the broker again for a fetch a produce woke: its answer, or None if it has still
+        nothing to read.
+
+        Nothing can mean the consumer had already read the record (its previous fetch reached
+        the broker after the record, before the proxy saw the acknowledgement), or the record
+        is acknowledged but not yet readable: the broker is asked again shortly, and an empty
+        answer's high watermarks are not trusted to hold later fetches (``PartitionEnds``).
+        """
+        for delay_s in WOKEN_RETRY_S:
+            answer = await self._fetch_again(item)
+            if self._read_answer(answer, item, note_if_empty=False):
+                return answer
+            if time.monotonic() + delay_s >= item.deadline:
+                break
+            await asyncio.sleep(delay_s)
+        return None
 
     async def _fetch_again(self, item: InFlight) -> bytes:
         """Send ``item``'s fetch (no wait) to the broker again; its answer."""
