@@ -18,12 +18,21 @@ from facegate.redis_client import make_redis
 from facegate.settings import KafkaSettings, StackSettings
 from facegate.stack.binaries import prometheus_binary
 from facegate.stack.process import ProcessTable, wait_for_free_port
-from facegate.stack.services import ServiceSpec, object_store_client, stack_services, state_file
+from facegate.stack.services import (
+    ServiceSpec,
+    fetch_proxy_runs,
+    object_store_client,
+    stack_services,
+    state_file,
+)
 
 log = logging.getLogger(__name__)
 
 # How long `up` waits for a port that a just-stopped (or crashed) server is still releasing.
 PORT_RELEASE_WAIT_S = 3.0
+# The hot path's fetch wait that `up` exports when the fetch proxy runs (unless
+# FACEGATE_KAFKA_FETCH_MAX_WAIT_MS is set): Apache Kafka's default. Measured in README, Performance.
+PROXIED_FETCH_MAX_WAIT_MS = 500
 
 
 @dataclass(frozen=True)
@@ -191,6 +200,11 @@ class LocalStack:
         }
         if self.settings.with_mlflow:
             result["FACEGATE_MLFLOW_TRACKING_URI"] = f"http://{host}:{self.settings.mlflow_port}"
+        chosen = self.settings.kafka.model_fields_set
+        if fetch_proxy_runs(self.settings) and "fetch_max_wait_ms" not in chosen:
+            # Behind the fetch proxy a record ends a consumer's wait, so the hot path can wait
+            # as long as on Apache Kafka: idle consumers stop polling 50 times a second.
+            result["FACEGATE_KAFKA_FETCH_MAX_WAIT_MS"] = str(PROXIED_FETCH_MAX_WAIT_MS)
         if self.settings.with_monitoring:
             # The ports the local Prometheus scrapes: services started from this shell use them.
             for variable, port in self.settings.service_metrics_ports().values():

@@ -60,6 +60,13 @@ def tansu_argv(url: str, storage: str, listen: str | None = None) -> list[str]:
     ]
 
 
+def fetch_proxy_runs(settings: StackSettings) -> bool:
+    """Whether the broker is tansu behind the fetch proxy. tansu's S3 engine takes longer to
+    read than the shortest wait the proxy asks of it (1 ms): its fetches would come back empty,
+    so the proxy serves the memory engine only."""
+    return settings.broker_fetch_proxy and settings.broker_storage == "memory"
+
+
 def proxied_tansu_argv(settings: StackSettings, storage: str) -> list[str]:
     """tansu behind the fetch proxy (``facegate/stack/fetch_proxy.py``): clients connect to the
     proxy at the broker port, which starts tansu on a free port and answers a waiting fetch when
@@ -96,9 +103,7 @@ def _broker(settings: StackSettings) -> ServiceSpec:
         storage, env, after = "memory://tansu/", {}, ()
 
     def argv() -> list[str]:
-        # tansu's S3 engine takes longer to read than the shortest wait the proxy asks of it
-        # (1 ms): its fetches would come back empty. The proxy serves the memory engine only.
-        if settings.broker_fetch_proxy and settings.broker_storage == "memory":
+        if fetch_proxy_runs(settings):
             return proxied_tansu_argv(settings, storage)
         return tansu_argv(url, storage)
 
