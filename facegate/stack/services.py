@@ -13,6 +13,7 @@ Each service is a real server installed from a registry package by setup:
 from __future__ import annotations
 
 import json
+import socket
 import sys
 import urllib.request
 from collections.abc import Callable
@@ -111,6 +112,9 @@ def _broker(settings: StackSettings) -> ServiceSpec:
         from facegate.kafka_clients import make_admin
         from facegate.settings import KafkaSettings
 
+        # Not listening yet (the fetch proxy listens once tansu does): say so quietly, before
+        # a Kafka client logs every refused connection as an error.
+        socket.create_connection((settings.host, settings.broker_port), timeout=1).close()
         kafka = KafkaSettings(bootstrap_servers=f"{settings.host}:{settings.broker_port}")
         admin = make_admin(kafka, request_timeout_ms=3000)
         try:
