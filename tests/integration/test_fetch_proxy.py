@@ -12,7 +12,8 @@ import asyncio
 import random
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Protocol
 
 import pytest
 from aiokafka import AIOKafkaConsumer
@@ -55,9 +56,13 @@ class Arrivals:
             return self.at[value]
 
 
-def poll_librdkafka(kafka: KafkaSettings, topic: str, arrivals: Arrivals) -> None:
-    consumer = RdConsumer(kafka, f"proxy-test-{topic}")
-    consumer.assign([TopicPartition(topic, 0)])
+class PollingConsumer(Protocol):
+    def poll(self, timeout_ms: int) -> Mapping[Any, Sequence[Any]]: ...
+
+    def close(self) -> None: ...
+
+
+def poll_until_stopped(consumer: PollingConsumer, arrivals: Arrivals) -> None:
     try:
         while not arrivals.stopping.is_set():
             batches = consumer.poll(timeout_ms=100)
@@ -65,19 +70,19 @@ def poll_librdkafka(kafka: KafkaSettings, topic: str, arrivals: Arrivals) -> Non
             arrivals.record([r.value for records in batches.values() for r in records])
     finally:
         consumer.close()
+
+
+def poll_librdkafka(kafka: KafkaSettings, topic: str, arrivals: Arrivals) -> None:
+    consumer = RdConsumer(kafka, f"proxy-test-{topic}")
+    consumer.assign([TopicPartition(topic, 0)])
+    poll_until_stopped(consumer, arrivals)
 
 
 def poll_kafka_python(kafka: KafkaSettings, topic: str, arrivals: Arrivals) -> None:
     consumer = make_consumer(kafka, None)
     consumer.assign([TopicPartition(topic, 0)])
     consumer.seek_to_beginning()
-    try:
-        while not arrivals.stopping.is_set():
-            batches = consumer.poll(timeout_ms=100)
-            arrivals.ready.set()
-            arrivals.record([r.value for records in batches.values() for r in records])
-    finally:
-        consumer.close()
+    poll_until_stopped(consumer, arrivals)
 
 
 def poll_aiokafka(kafka: KafkaSettings, topic: str, arrivals: Arrivals) -> None:
