@@ -64,11 +64,12 @@ REPORT_EVERY_S = 60.0
 # How long a fetch known to be empty is answered without asking the broker (``KnownEmpty``).
 RECHECK_EMPTY_S = 1.0
 # A fetch a produce woke that finds nothing is asked again after these pauses (see ``_woken``).
-WOKEN_RETRY_S = (0.001, 0.003, 0.0)
+WOKEN_RETRY_S = (0.001, 0.003)
 
 
 class ProduceSignal:
-    """Per topic, how many produces have been acknowledged; wakes the fetches waiting on it."""
+    """Per partition, how many produces have been acknowledged; wakes the fetches waiting on
+    them."""
 
     def __init__(self) -> None:
         self._versions: dict[Partition, int] = {}
@@ -118,12 +119,11 @@ class InFlight:
     frame: bytes = b""
     fetch: FetchRequest | None = None
     deadline: float = 0.0
-    seen: int = 0
     produce: ProduceRequest | None = None
     # The fetch after its header, and when the broker last answered it (see ``KnownEmpty``).
     body: bytes = b""
     checked_at: float = 0.0
-    # The produce count of each partition when the fetch was sent (see ``PartitionEnds``).
+    # The produce count of each partition when the fetch was last sent (see ``PartitionEnds``).
     versions: dict[Partition, int] = field(default_factory=dict)
     # Nothing to read: held without asking the broker; its answer if known.
     hold_here: bool = False
@@ -217,7 +217,6 @@ class Connection:
                     item.fetch = fetch
                     item.frame = with_wait(frame, fetch, UPSTREAM_WAIT_MS)
                     item.deadline = now + fetch.max_wait_ms / 1000
-                    item.seen = self.proxy.signal.version(fetch.partitions)
                     item.body, item.checked_at = frame[header.body_offset :], now
                     item.versions = self.proxy.signal.versions(fetch.partitions)
                     item.hold_here = self.proxy.ends.nothing_new(fetch.offsets, item.versions, now)
@@ -226,7 +225,7 @@ class Connection:
                         item.hold_here
                         and known is not None
                         and known.body == item.body
-                        and known.version == item.seen
+                        and known.version == sum(item.versions.values())
                         and now - known.checked_at < RECHECK_EMPTY_S
                     ):
                         item.checked_at = known.checked_at
@@ -304,7 +303,8 @@ class Connection:
         empty answer when its wait runs out (``empty``, or the broker's if that is None)."""
         assert item.fetch is not None
         signal, counts = self.proxy.signal, self.proxy.counts
-        partitions, seen, answer = item.fetch.partitions, item.seen, empty
+        # Nothing was re-sent yet: ``versions`` are still those of the fetch's first sending.
+        partitions, seen, answer = item.fetch.partitions, sum(item.versions.values()), empty
         checked_at = item.checked_at
         try:
             while (remaining := item.deadline - time.monotonic()) > 0:
@@ -341,24 +341,24 @@ class Connection:
         is acknowledged but not yet readable: the broker is asked again shortly, and an empty
         answer's high watermarks are not trusted to hold later fetches (``PartitionEnds``).
         """
-        for delay_s in WOKEN_RETRY_S:
+        pauses = iter(WOKEN_RETRY_S)
+        while True:
             answer = await self._fetch_again(item)
             if self._read_answer(answer, item, note_if_empty=False):
                 return answer
-            if time.monotonic() + delay_s >= item.deadline:
-                break
-            await asyncio.sleep(delay_s)
-        return None
+            pause_s = next(pauses, None)
+            if pause_s is None or time.monotonic() + pause_s >= item.deadline:
+                return None
+            await asyncio.sleep(pause_s)
 
     async def _fetch_again(self, item: InFlight) -> bytes:
         """Send ``item``'s fetch (no wait) to the broker again; its answer."""
         item.versions = self.proxy.signal.versions(item.versions)
-        frame = item.frame
         async with self.refetch_lock:
             if self.refetch is None:
                 self.refetch = await asyncio.open_connection(*self.proxy.upstream)
             reader, writer = self.refetch
-            writer.write(framed(frame))
+            writer.write(framed(item.frame))
             await writer.drain()
             return await read_frame(reader)
 

@@ -177,11 +177,6 @@ class FetchAnswer:
     high_watermarks: dict[Partition, int] = field(default_factory=dict)
 
 
-def fetch_has_answer(frame: bytes, version: int) -> bool:
-    """Whether a fetch response carries records or an error (anything but "nothing yet")."""
-    return read_fetch_response(frame, version).has_answer
-
-
 def read_fetch_response(frame: bytes, version: int) -> FetchAnswer:
     compact = version >= 12
     reader = Reader(frame)

@@ -19,7 +19,6 @@ from facegate.stack.kafka_wire import (
     PRODUCE,
     ProtocolError,
     cap_fetch_version,
-    fetch_has_answer,
     read_fetch_request,
     read_fetch_response,
     read_produce_request,
@@ -132,6 +131,11 @@ def fetch_response(version: int, partitions: list[tuple[int, bytes | None]]) -> 
     return writer.tags().tags().out
 
 
+def has_answer(frame: bytes, version: int) -> bool:
+    """Whether the fetch response carries records or an error (anything but "nothing yet")."""
+    return read_fetch_response(frame, version).has_answer
+
+
 @pytest.mark.parametrize("version", [4, 7, 11, 12])
 def test_a_fetch_request_is_read_and_its_wait_rewritten(version: int) -> None:
     frame = fetch_request(version, 500, {"frames": [0, 3], "verdicts": [1]})
@@ -154,9 +158,9 @@ def test_a_fetch_naming_topic_ids_is_refused() -> None:
 
 @pytest.mark.parametrize("version", [4, 7, 11, 12])
 def test_a_fetch_response_with_records_or_an_error_is_an_answer(version: int) -> None:
-    assert not fetch_has_answer(fetch_response(version, [(0, None), (0, b"")]), version)
-    assert fetch_has_answer(fetch_response(version, [(0, None), (0, b"batch")]), version)
-    assert fetch_has_answer(fetch_response(version, [(6, None)]), version)  # not leader
+    assert not has_answer(fetch_response(version, [(0, None), (0, b"")]), version)
+    assert has_answer(fetch_response(version, [(0, None), (0, b"batch")]), version)
+    assert has_answer(fetch_response(version, [(6, None)]), version)  # not leader
 
 
 def test_fetch_responses_tansu_sent_are_read() -> None:
@@ -168,10 +172,10 @@ def test_fetch_responses_tansu_sent_are_read() -> None:
         "000000000000000001ffffffff01000000000000000000000000000000000000000000000000000000"
         "0000000001ffffffff01000000"
     )
-    assert not fetch_has_answer(no_topics, 12)
-    assert not fetch_has_answer(no_records, 12)
+    assert not has_answer(no_topics, 12)
+    assert not has_answer(no_records, 12)
     with pytest.raises(ProtocolError):
-        fetch_has_answer(no_records[:40], 12)
+        read_fetch_response(no_records[:40], 12)
 
 
 @pytest.mark.parametrize("version", [3, 7, 9, 11])
