@@ -176,6 +176,16 @@ class FetchAnswer:
     has_answer: bool = False
     high_watermarks: dict[Partition, int] = field(default_factory=dict)
 
+    def left_behind(self, offsets: dict[Partition, int]) -> bool:
+        """Whether this answer has no records although a partition's high watermark is past
+        the offset the fetch read it from: the broker has records it did not send (tansu 0.6.0
+        answers so when its wait ran out before it read them; see ``facegate.stack.fetch_proxy``).
+        """
+        return not self.has_answer and any(
+            self.high_watermarks.get(partition, -1) > offset
+            for partition, offset in offsets.items()
+        )
+
 
 def read_fetch_response(frame: bytes, version: int) -> FetchAnswer:
     compact = version >= 12

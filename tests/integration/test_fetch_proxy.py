@@ -140,3 +140,41 @@ def test_a_waiting_fetch_is_answered_when_its_record_arrives(
         consumer.join(15)
         producer.close()
     assert max(took) < WITHIN_S, [f"{t * 1000:.0f} ms" for t in took]
+
+
+def test_records_of_a_fetch_naming_many_partitions_are_not_left_behind(
+    local_stack: LocalStack,
+) -> None:
+    """tansu 0.6.0 stops reading when a fetch's wait has run out: the proxy's 1 ms wait can
+    come back without records it has, the more partitions a fetch names the more often, and
+    the same fetch keeps coming back empty until the next produce (measured: 4 of 100 records
+    here never arrived before the proxy asked such fetches again with the client's wait)."""
+    partitions, records = 64, 100
+    kafka = load_settings(KafkaSettings).model_copy(update={"fetch_max_wait_ms": HELD_MS})
+    topic = create_scratch_topic("fetch-proxy-many", kafka, partitions)
+    producer = RdProducer(kafka)
+    arrivals = Arrivals()
+    consumer = RdConsumer(kafka, f"proxy-test-{topic}")
+    consumer.assign([TopicPartition(topic, p) for p in range(partitions)])
+    polling = threading.Thread(target=poll_until_stopped, args=(consumer, arrivals), daemon=True)
+    polling.start()
+    late = []
+    try:
+        producer.send(topic, b"first", partition=0).get(30)
+        arrivals.wait_for(b"first", 30)
+        for n in range(records):
+            time.sleep(0.05)
+            value = f"record-{n}".encode()
+            sent = time.monotonic()
+            producer.send(topic, value, partition=n % partitions).get(30)
+            try:
+                took = arrivals.wait_for(value, 3 * WITHIN_S) - sent
+            except TimeoutError:
+                took = float("inf")
+            if took >= WITHIN_S:
+                late.append(f"record {n} (partition {n % partitions}): {took * 1000:.0f} ms")
+    finally:
+        arrivals.stopping.set()
+        polling.join(15)
+        producer.close()
+    assert not late, late

@@ -8,7 +8,15 @@ from __future__ import annotations
 import asyncio
 import time
 
-from facegate.stack.fetch_proxy import RECHECK_EMPTY_S, PartitionEnds, ProduceSignal
+from facegate.stack.fetch_proxy import RECHECK_EMPTY_S, FetchProxy, PartitionEnds, ProduceSignal
+from facegate.stack.kafka_wire import (
+    framed,
+    read_fetch_request,
+    read_fetch_response,
+    read_frame,
+    read_request_header,
+)
+from tests.unit.test_kafka_wire import fetch_request, fetch_response
 
 
 def test_a_produce_wakes_only_the_fetches_of_its_partitions() -> None:
@@ -43,3 +51,45 @@ def test_a_fetch_at_the_end_of_partitions_nobody_produced_to_has_nothing_new() -
     # A partition only noted with the produce count of the fetch that saw it.
     ends.note({("verdicts", 1): 3}, {})
     assert not ends.nothing_new({("verdicts", 1): 3}, {("verdicts", 1): 0}, now)
+
+
+def test_an_answer_that_left_records_behind_is_asked_again_with_the_clients_wait() -> None:
+    """The broker here is a fake (this unit test only) that answers as tansu 0.6.0 was measured
+    to: a fetch sent on with the proxy's 1 ms wait comes back without records although the
+    high watermark (18) is past the fetch's offset (17); the same fetch with the client's own
+    wait (500 ms) comes back at once with them. tests/integration/test_fetch_proxy.py runs the
+    proxy in front of a real tansu."""
+    waits: list[int] = []
+
+    async def broker(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while True:
+            try:
+                frame = await read_frame(reader)
+            except asyncio.IncompleteReadError:
+                writer.close()
+                return
+            wait = read_fetch_request(frame, read_request_header(frame)).max_wait_ms
+            waits.append(wait)
+            records = b"a record batch" if wait == 500 else None
+            writer.write(framed(fetch_response(12, [(0, records)])))
+            await writer.drain()
+
+    async def scenario() -> tuple[bytes, float]:
+        upstream = await asyncio.start_server(broker, "127.0.0.1", 0)
+        proxy = FetchProxy(upstream.sockets[0].getsockname()[:2])
+        front = await asyncio.start_server(proxy.handle, "127.0.0.1", 0)
+        reader, writer = await asyncio.open_connection(*front.sockets[0].getsockname()[:2])
+        started = time.monotonic()
+        writer.write(framed(fetch_request(12, 500, {"frames": [3]})))
+        answer = await asyncio.wait_for(read_frame(reader), 5.0)
+        elapsed = time.monotonic() - started
+        writer.close()
+        for server in (front, upstream):
+            server.close()
+        return answer, elapsed
+
+    answer, elapsed_s = asyncio.run(scenario())
+    assert read_fetch_response(answer, 12).has_answer
+    assert waits == [1, 500]
+    # Answered when the broker sent the records, not held out to the client's wait.
+    assert elapsed_s < 0.4

@@ -163,6 +163,18 @@ def test_a_fetch_response_with_records_or_an_error_is_an_answer(version: int) ->
     assert has_answer(fetch_response(version, [(6, None)]), version)  # not leader
 
 
+def test_an_answer_without_records_below_its_high_watermark_left_records_behind() -> None:
+    # One partition, number 3 of "frames", high watermark 18.
+    empty = read_fetch_response(fetch_response(12, [(0, None)]), 12)
+    assert empty.left_behind({("frames", 3): 17})
+    assert not empty.left_behind({("frames", 3): 18})  # at the end: nothing to read
+    assert not empty.left_behind({("frames", 2): 0})  # a partition it did not answer
+    with_records = read_fetch_response(fetch_response(12, [(0, b"batch")]), 12)
+    assert not with_records.left_behind({("frames", 3): 17})
+    with_error = read_fetch_response(fetch_response(12, [(6, None)]), 12)
+    assert not with_error.left_behind({("frames", 3): 17})
+
+
 def test_fetch_responses_tansu_sent_are_read() -> None:
     # Fetch v12 answers of tansu 0.6.0 to librdkafka: no topics (what a fetch asking for no
     # wait at all gets), and topic "t" with two partitions and no records.
