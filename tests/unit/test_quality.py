@@ -21,12 +21,16 @@ from stream_processors.vision.quality import (
     FACE_TOO_SMALL,
     PARTLY_OUTSIDE,
     POSE_ROLL,
+    SHARPNESS_GRID,
+    SHARPNESS_MIN_TILE_VARIANCE,
+    SHARPNESS_PERCENTILE,
     TOO_DARK,
     QualityReport,
     QualityThresholds,
     assess_quality,
     estimate_pose,
     outside_fraction,
+    tile_sharpness,
 )
 from stream_processors.vision.types import DetectedFace
 from tests.conftest import lfw_sample, read_rgb
@@ -171,3 +175,24 @@ def test_outside_fraction() -> None:
     assert outside_fraction((-20, 0, 20, 40), (100, 100, 3)) == pytest.approx(0.5)
     assert outside_fraction((200, 200, 240, 240), (100, 100, 3)) == 1.0
     assert math.isclose(outside_fraction((80, 80, 120, 120), (100, 100)), 0.75)
+
+
+def test_tile_sharpness_is_the_percentile_of_each_tiles_ratio() -> None:
+    """The one-pass form (sizes the grid divides) against the tile-by-tile definition, on a
+    sharp and a blurred crop, and the tile-by-tile form itself on a size the grid does not
+    divide."""
+    rng = np.random.default_rng(3)
+    sharp = rng.integers(0, 255, (112, 112)).astype(np.float64)
+    blurred = np.asarray(cv2.GaussianBlur(sharp, (0, 0), 3), dtype=np.float64)
+    for grey in (sharp, blurred, sharp[:110, :111]):
+        laplacian = np.asarray(cv2.Laplacian(grey, cv2.CV_64F), dtype=np.float64)
+        height, width = grey.shape
+        ratios = []
+        for row in range(SHARPNESS_GRID):
+            for col in range(SHARPNESS_GRID):
+                rows = slice(row * height // SHARPNESS_GRID, (row + 1) * height // SHARPNESS_GRID)
+                cols = slice(col * width // SHARPNESS_GRID, (col + 1) * width // SHARPNESS_GRID)
+                variance = max(grey[rows, cols].var(), SHARPNESS_MIN_TILE_VARIANCE)
+                ratios.append(laplacian[rows, cols].var() / variance)
+        expected = float(np.percentile(ratios, SHARPNESS_PERCENTILE))
+        assert tile_sharpness(grey, laplacian) == pytest.approx(expected, rel=1e-12)
