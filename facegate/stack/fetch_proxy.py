@@ -312,8 +312,10 @@ class Connection:
         """Ask the broker again for a fetch whose answer left records behind, with the client's
         own wait (tansu then reads what it has; measured: at once): its answer, whatever it is,
         as the client would have had it without the proxy."""
+        assert item.fetch is not None
         self.proxy.counts.left_behind += 1
-        return await self._fetch_again(item, item.fetch.max_wait_ms if item.fetch else 0)
+        self.known_empty = None
+        return await self._fetch_again(item, item.fetch.max_wait_ms)
 
     def _start_hold(self, item: InFlight, empty: bytes | None) -> None:
         task = asyncio.get_running_loop().create_task(self._hold(item, empty))
