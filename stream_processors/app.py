@@ -21,6 +21,7 @@ from typing import Any
 import cv2
 import faust
 import redis
+import uvloop
 
 from facegate.heartbeat import Heartbeat
 from facegate.paths import models_dir
@@ -265,6 +266,9 @@ def _credentials(settings: StreamProcessorSettings) -> Any:
 def run(settings: StreamProcessorSettings, loglevel: str = "info") -> None:
     """Run a stream-processor worker until it is stopped."""
     lower_priority(settings)
+    if settings.event_loop == "uvloop":
+        # Before Faust makes its loops: the agents' and the consumer thread's.
+        asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
     app = create_app(settings)
     worker = faust.Worker(app, loglevel=loglevel)
     worker.execute_from_commandline()

@@ -41,6 +41,9 @@ class StreamProcessorSettings(BaseServiceSettings):
     # restart; 0 reads them at start only.
     align_refresh_s: float = Field(default=15.0, ge=0.0)
     detector_threads: int = 1
+    # The event loop Faust and its consumer thread run on: uvloop (libuv) spends less CPU per
+    # message than asyncio's own loop (README, Performance).
+    event_loop: Literal["uvloop", "asyncio"] = "uvloop"
     # Below the worker's priority by default: on shared cores under overload, CPU given to the
     # worker finishes faces already analysed, and the stream processor sheds stale frames
     # cheaply.  `facegate soak --minutes 5 --rate 85 --stream-processors 2`, twice each on a
