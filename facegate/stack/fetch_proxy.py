@@ -9,7 +9,8 @@ advertises the proxy's address, every client connects here, and
 
 - a fetch that asks to wait is sent on with a 1 ms wait; if tansu has nothing for it, the
   proxy holds it (not tansu) until a produce to one of its partitions is acknowledged or the
-  client's wait runs out, then fetches again and answers;
+  client's wait runs out, then fetches again (letting tansu wait up to ``WOKEN_WAIT_MS`` for
+  the records a produce announced) and answers;
 - an answer without records whose high watermarks say tansu has records for the fetch is not
   passed on: tansu 0.6.0 stops reading when a fetch's wait has run out, and with 1 ms it may
   answer before reading records it has (the more partitions a fetch names, the more often;
@@ -74,6 +75,12 @@ REPORT_EVERY_S = 60.0
 RECHECK_EMPTY_S = 1.0
 # A fetch a produce woke that finds nothing is asked again after these pauses (see ``_woken``).
 WOKEN_RETRY_S = (0.001, 0.003)
+# The wait a woken fetch asks of the broker (at most what is left of the client's): a produce
+# says records are there, and tansu answers as soon as it has read them; with 1 ms it often ran
+# out of time first on a loaded machine and left them behind (an extra fetch each time).
+# Measured with 2,500 online check-ins: 2,239 answers left records behind with 1 ms, 289 with
+# 10 ms; woken fetches that found nothing stayed at 0.
+WOKEN_WAIT_MS = 10
 
 
 class ProduceSignal:
@@ -372,10 +379,13 @@ class Connection:
         the broker after the record, before the proxy saw the acknowledgement), or the record
         is acknowledged but not yet readable: the broker is asked again shortly, and an empty
         answer's high watermarks are not trusted to hold later fetches (``PartitionEnds``).
+        Each ask lets the broker wait ``WOKEN_WAIT_MS`` (less if the client's wait ends sooner).
         """
         pauses = iter(WOKEN_RETRY_S)
         while True:
-            answer = await self._fetch_again(item)
+            left_ms = int((item.deadline - time.monotonic()) * 1000)
+            wait_ms = max(UPSTREAM_WAIT_MS, min(WOKEN_WAIT_MS, left_ms))
+            answer = await self._fetch_again(item, wait_ms)
             if self._read_answer(answer, item, note_if_empty=False):
                 return answer
             if item.left_behind:

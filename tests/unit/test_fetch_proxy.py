@@ -8,7 +8,13 @@ from __future__ import annotations
 import asyncio
 import time
 
-from facegate.stack.fetch_proxy import RECHECK_EMPTY_S, FetchProxy, PartitionEnds, ProduceSignal
+from facegate.stack.fetch_proxy import (
+    RECHECK_EMPTY_S,
+    WOKEN_WAIT_MS,
+    FetchProxy,
+    PartitionEnds,
+    ProduceSignal,
+)
 from facegate.stack.kafka_wire import (
     framed,
     read_fetch_request,
@@ -93,3 +99,45 @@ def test_an_answer_that_left_records_behind_is_asked_again_with_the_clients_wait
     assert waits == [1, 500]
     # Answered when the broker sent the records, not held out to the client's wait.
     assert elapsed_s < 0.4
+
+
+def test_a_fetch_woken_by_a_produce_lets_the_broker_wait_for_its_records() -> None:
+    """The broker here is a fake (this unit test only): the first ask of a fetch at the end of
+    its partition (offset 18 = high watermark 18) comes back empty, so the proxy holds it; a
+    produce to the partition wakes it, and the proxy asks again with ``WOKEN_WAIT_MS`` (not its
+    1 ms, with which tansu 0.6.0 often ran out of time before reading the new records)."""
+    waits: list[int] = []
+
+    async def broker(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while True:
+            try:
+                frame = await read_frame(reader)
+            except asyncio.IncompleteReadError:
+                writer.close()
+                return
+            waits.append(read_fetch_request(frame, read_request_header(frame)).max_wait_ms)
+            records = b"a record batch" if len(waits) > 1 else None
+            writer.write(framed(fetch_response(12, [(0, records)])))
+            await writer.drain()
+
+    async def scenario() -> tuple[bytes, float]:
+        upstream = await asyncio.start_server(broker, "127.0.0.1", 0)
+        proxy = FetchProxy(upstream.sockets[0].getsockname()[:2])
+        front = await asyncio.start_server(proxy.handle, "127.0.0.1", 0)
+        reader, writer = await asyncio.open_connection(*front.sockets[0].getsockname()[:2])
+        started = time.monotonic()
+        writer.write(framed(fetch_request(12, 2000, {"frames": [3]}, offset=18)))
+        await asyncio.sleep(0.1)
+        assert waits == [1]  # asked once, and held
+        proxy.signal.produced({("frames", 3)})  # as when a produce's acknowledgement passes
+        answer = await asyncio.wait_for(read_frame(reader), 5.0)
+        elapsed = time.monotonic() - started
+        writer.close()
+        for server in (front, upstream):
+            server.close()
+        return answer, elapsed
+
+    answer, elapsed_s = asyncio.run(scenario())
+    assert read_fetch_response(answer, 12).has_answer
+    assert waits == [1, WOKEN_WAIT_MS]
+    assert elapsed_s < 1.0  # answered on the produce, not at the client's 2 s

@@ -88,7 +88,9 @@ def request_header(api_key: int, version: int, flexible: bool) -> Writer:
     return writer
 
 
-def fetch_request(version: int, max_wait_ms: int, topics: dict[str, list[int]]) -> bytes:
+def fetch_request(
+    version: int, max_wait_ms: int, topics: dict[str, list[int]], offset: int = 17
+) -> bytes:
     writer = request_header(FETCH, version, flexible=version >= 12)
     writer.i32(-1).i32(max_wait_ms).i32(1).i32(52428800).i8(0)  # ... isolation level (v4+)
     if version >= 7:
@@ -100,7 +102,7 @@ def fetch_request(version: int, max_wait_ms: int, topics: dict[str, list[int]]) 
             writer.i32(partition)
             if version >= 9:
                 writer.i32(-1)
-            writer.i64(17)
+            writer.i64(offset)
             if version >= 12:
                 writer.i32(-1)
             if version >= 5:
