@@ -35,6 +35,14 @@ def stage_summary(timings: Sequence[Mapping[str, float]]) -> dict[str, dict[str,
     return {name: latency_summary([row[name] for row in timings if name in row]) for name in stages}
 
 
+def bracketing_bound(before_fps: float, after_fps: float) -> float:
+    """The model-only bound the pipeline is compared with: the mean of the bound measured
+    before and after it. The same node's speed drifts by tens of percent within minutes
+    (shared hardware), so one measurement a few minutes away from the pipeline's can be far
+    from what the cores could do while it ran."""
+    return round((before_fps + after_fps) / 2, 2)
+
+
 def target(value: float, goal: float, met: bool, description: str) -> dict[str, Any]:
     """One entry under ``targets``: the measured figure, its goal, and whether it is met."""
     clean = None if value != value else round(value, 3)  # NaN (not measured) becomes null
