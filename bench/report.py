@@ -54,6 +54,16 @@ def figure_rows(results: dict[str, Any]) -> list[Row]:
             "",
         )
     )
+    if "frame_ms_batch1_after" in bound:
+        rows.append(
+            (
+                "model-only ms for one frame, batch 1 (the gate goal's yardstick), "
+                "before / after the pipeline; their mean",
+                f"{bound['frame_ms_batch1']} / {bound['frame_ms_batch1_after']}; "
+                f"{bound['frame_ms_batch1_mean']}",
+                "",
+            )
+        )
     processors = results.get("plan", {}).get("stream_processors")
     if processors:
         rows.append(("pipeline stream processors (one consumer group)", f"{processors}", ""))

@@ -35,12 +35,12 @@ def stage_summary(timings: Sequence[Mapping[str, float]]) -> dict[str, dict[str,
     return {name: latency_summary([row[name] for row in timings if name in row]) for name in stages}
 
 
-def bracketing_bound(before_fps: float, after_fps: float) -> float:
-    """The model-only bound the pipeline is compared with: the mean of the bound measured
-    before and after it. The same node's speed drifts by tens of percent within minutes
-    (shared hardware), so one measurement a few minutes away from the pipeline's can be far
-    from what the cores could do while it ran."""
-    return round((before_fps + after_fps) / 2, 2)
+def bracketing_mean(before: float, after: float) -> float:
+    """What the pipeline is compared with, for a model-only figure (the bound, one frame's
+    compute): the mean of the figure measured before and after the pipeline. The same node's
+    speed drifts by tens of percent within minutes (shared hardware), so one measurement a
+    few minutes away from the pipeline's can be far from what the cores could do while it ran."""
+    return round((before + after) / 2, 2)
 
 
 def target(value: float, goal: float, met: bool, description: str) -> dict[str, Any]:

@@ -47,6 +47,10 @@ def test_bench_quick_writes_every_figure_and_target(tmp_path: Path) -> None:
     assert online == pytest.approx(
         results["online"]["throughput_fps"] / bound["bound_fps"], abs=1e-3
     )
+    frame_ms = (bound["frame_ms_batch1"] + bound["frame_ms_batch1_after"]) / 2
+    assert bound["frame_ms_batch1_mean"] == round(frame_ms, 2)
+    gate = results["targets"]["gate_p50_latency_ms"]
+    assert gate["goal"] == pytest.approx(1.3 * bound["frame_ms_batch1_mean"] + 10.0, abs=0.01)
     for measured in (bound["all_cores"], bound["all_cores_after"]):
         assert len(measured["fps_per_process"]) == bound["cores"]
     assert bound["one_process"]["fps"] > 0
