@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Awaitable, Callable
 
 from facegate.stack.fetch_proxy import (
     RECHECK_EMPTY_S,
@@ -59,53 +60,17 @@ def test_a_fetch_at_the_end_of_partitions_nobody_produced_to_has_nothing_new() -
     assert not ends.nothing_new({("verdicts", 1): 3}, {("verdicts", 1): 0}, now)
 
 
-def test_an_answer_that_left_records_behind_is_asked_again_with_the_clients_wait() -> None:
-    """The broker here is a fake (this unit test only) that answers as tansu 0.6.0 was measured
-    to: a fetch sent on with the proxy's 1 ms wait comes back without records although the
-    high watermark (18) is past the fetch's offset (17); the same fetch with the client's own
-    wait (500 ms) comes back at once with them. tests/integration/test_fetch_proxy.py runs the
-    proxy in front of a real tansu."""
-    waits: list[int] = []
-
-    async def broker(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        while True:
-            try:
-                frame = await read_frame(reader)
-            except asyncio.IncompleteReadError:
-                writer.close()
-                return
-            wait = read_fetch_request(frame, read_request_header(frame)).max_wait_ms
-            waits.append(wait)
-            records = b"a record batch" if wait == 500 else None
-            writer.write(framed(fetch_response(12, [(0, records)])))
-            await writer.drain()
-
-    async def scenario() -> tuple[bytes, float]:
-        upstream = await asyncio.start_server(broker, "127.0.0.1", 0)
-        proxy = FetchProxy(upstream.sockets[0].getsockname()[:2])
-        front = await asyncio.start_server(proxy.handle, "127.0.0.1", 0)
-        reader, writer = await asyncio.open_connection(*front.sockets[0].getsockname()[:2])
-        started = time.monotonic()
-        writer.write(framed(fetch_request(12, 500, {"frames": [3]})))
-        answer = await asyncio.wait_for(read_frame(reader), 5.0)
-        elapsed = time.monotonic() - started
-        writer.close()
-        for server in (front, upstream):
-            server.close()
-        return answer, elapsed
-
-    answer, elapsed_s = asyncio.run(scenario())
-    assert read_fetch_response(answer, 12).has_answer
-    assert waits == [1, 500]
-    # Answered when the broker sent the records, not held out to the client's wait.
-    assert elapsed_s < 0.4
-
-
-def test_a_fetch_woken_by_a_produce_lets_the_broker_wait_for_its_records() -> None:
-    """The broker here is a fake (this unit test only): the first ask of a fetch at the end of
-    its partition (offset 18 = high watermark 18) comes back empty, so the proxy holds it; a
-    produce to the partition wakes it, and the proxy asks again with ``WOKEN_WAIT_MS`` (not its
-    1 ms, with which tansu 0.6.0 often ran out of time before reading the new records)."""
+async def through_proxy_to_a_scripted_broker(
+    request: bytes,
+    records_for: Callable[[list[int]], bytes | None],
+    meanwhile: Callable[[FetchProxy, list[int]], Awaitable[None]] | None = None,
+) -> tuple[bytes, float, list[int]]:
+    """Send the fetch ``request`` through a proxy in front of a scripted broker, a fake for
+    these unit tests only (tests/integration/test_fetch_proxy.py runs the proxy in front of a
+    real tansu). The broker notes the wait of each fetch it gets and answers it with
+    ``records_for(the waits so far)`` (None: no records; the high watermark is always 18);
+    ``meanwhile`` runs while the client waits. The client's answer, how long it took, and the
+    waits the broker saw."""
     waits: list[int] = []
 
     async def broker(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -116,28 +81,60 @@ def test_a_fetch_woken_by_a_produce_lets_the_broker_wait_for_its_records() -> No
                 writer.close()
                 return
             waits.append(read_fetch_request(frame, read_request_header(frame)).max_wait_ms)
-            records = b"a record batch" if len(waits) > 1 else None
-            writer.write(framed(fetch_response(12, [(0, records)])))
+            writer.write(framed(fetch_response(12, [(0, records_for(waits))])))
             await writer.drain()
 
-    async def scenario() -> tuple[bytes, float]:
-        upstream = await asyncio.start_server(broker, "127.0.0.1", 0)
-        proxy = FetchProxy(upstream.sockets[0].getsockname()[:2])
-        front = await asyncio.start_server(proxy.handle, "127.0.0.1", 0)
-        reader, writer = await asyncio.open_connection(*front.sockets[0].getsockname()[:2])
-        started = time.monotonic()
-        writer.write(framed(fetch_request(12, 2000, {"frames": [3]}, offset=18)))
+    upstream = await asyncio.start_server(broker, "127.0.0.1", 0)
+    proxy = FetchProxy(upstream.sockets[0].getsockname()[:2])
+    front = await asyncio.start_server(proxy.handle, "127.0.0.1", 0)
+    reader, writer = await asyncio.open_connection(*front.sockets[0].getsockname()[:2])
+    started = time.monotonic()
+    writer.write(framed(request))
+    if meanwhile is not None:
+        await meanwhile(proxy, waits)
+    answer = await asyncio.wait_for(read_frame(reader), 5.0)
+    elapsed = time.monotonic() - started
+    writer.close()
+    for server in (front, upstream):
+        server.close()
+    return answer, elapsed, waits
+
+
+def test_an_answer_that_left_records_behind_is_asked_again_with_the_clients_wait() -> None:
+    """The scripted broker answers as tansu 0.6.0 was measured to: a fetch sent on with the
+    proxy's 1 ms wait comes back without records although the high watermark (18) is past the
+    fetch's offset (17); the same fetch with the client's own wait (500 ms) comes back at once
+    with them."""
+    answer, elapsed_s, waits = asyncio.run(
+        through_proxy_to_a_scripted_broker(
+            fetch_request(12, 500, {"frames": [3]}),
+            lambda waits: b"a record batch" if waits[-1] == 500 else None,
+        )
+    )
+    assert read_fetch_response(answer, 12).has_answer
+    assert waits == [1, 500]
+    # Answered when the broker sent the records, not held out to the client's wait.
+    assert elapsed_s < 0.4
+
+
+def test_a_fetch_woken_by_a_produce_lets_the_broker_wait_for_its_records() -> None:
+    """The first ask of a fetch at the end of its partition (offset 18 = high watermark 18)
+    comes back empty from the scripted broker, so the proxy holds it; a produce to the
+    partition wakes it, and the proxy asks again with ``WOKEN_WAIT_MS`` (not its 1 ms, with
+    which tansu 0.6.0 often ran out of time before reading the new records)."""
+
+    async def produce(proxy: FetchProxy, waits: list[int]) -> None:
         await asyncio.sleep(0.1)
         assert waits == [1]  # asked once, and held
         proxy.signal.produced({("frames", 3)})  # as when a produce's acknowledgement passes
-        answer = await asyncio.wait_for(read_frame(reader), 5.0)
-        elapsed = time.monotonic() - started
-        writer.close()
-        for server in (front, upstream):
-            server.close()
-        return answer, elapsed
 
-    answer, elapsed_s = asyncio.run(scenario())
+    answer, elapsed_s, waits = asyncio.run(
+        through_proxy_to_a_scripted_broker(
+            fetch_request(12, 2000, {"frames": [3]}, offset=18),
+            lambda waits: b"a record batch" if len(waits) > 1 else None,
+            produce,
+        )
+    )
     assert read_fetch_response(answer, 12).has_answer
     assert waits == [1, WOKEN_WAIT_MS]
     assert elapsed_s < 1.0  # answered on the produce, not at the client's 2 s
