@@ -179,8 +179,8 @@ class StackSettings(_Settings):
     broker_port: int = DEFAULT_BROKER_PORT
     broker_storage: Literal["memory", "s3"] = "memory"
     # Clients reach tansu through facegate/stack/fetch_proxy.py, which answers a waiting fetch
-    # when a record arrives for it, as Apache Kafka does (tansu sleeps out every wait). Memory
-    # storage only: on S3 storage tansu cannot answer the proxy's 1 ms fetches in time.
+    # when a record arrives for it, as Apache Kafka does (tansu sleeps out every wait), on
+    # either storage engine.
     broker_fetch_proxy: bool = True
     redis_port: int = DEFAULT_REDIS_PORT
     # "embedded": start our own server; "external": use FACEGATE_REDIS_URL as it is.

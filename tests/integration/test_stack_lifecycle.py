@@ -6,6 +6,7 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,9 +15,11 @@ import pytest
 from kafka import TopicPartition
 
 from facegate.kafka_clients import make_consumer, make_producer
+from facegate.rdkafka_clients import RdConsumer, RdProducer
 from facegate.settings import KafkaSettings, StackSettings
 from facegate.stack.process import ProcessTable, pid_alive
 from tests.conftest import stack_settings_on_free_ports
+from tests.integration.test_fetch_proxy import HELD_MS, WITHIN_S, Arrivals, poll_until_stopped
 
 pytestmark = pytest.mark.integration
 
@@ -145,3 +148,28 @@ def test_broker_on_durable_s3_storage_keeps_records_across_restart(
             values.extend(record.value for record in records)
     consumer.close()
     assert values == [b"durable-0", b"durable-1", b"durable-2"]
+
+    # On S3 storage too the broker is tansu behind the fetch proxy: a record produced while a
+    # fetch waits (2 s) arrives within 0.5 s, where tansu alone sleeps out the wait.
+    log = (settings.state_dir / "logs" / "broker.log").read_text()
+    assert "fetch proxy on" in log
+    waiting = kafka.model_copy(update={"fetch_max_wait_ms": HELD_MS})
+    arrivals = Arrivals()
+    reader = RdConsumer(waiting, "durable-proxy-test")
+    reader.assign([partition])
+    polling = threading.Thread(target=poll_until_stopped, args=(reader, arrivals), daemon=True)
+    polling.start()
+    sender = RdProducer(waiting)
+    took = []
+    try:
+        for n in range(5):
+            time.sleep(0.3)  # lands in a waiting fetch
+            value = b"waited-%d" % n
+            sent = time.monotonic()
+            sender.send("drift", value, partition=0).get(30)
+            took.append(arrivals.wait_for(value, 10) - sent)
+    finally:
+        arrivals.stopping.set()
+        polling.join(15)
+        sender.close()
+    assert max(took) < WITHIN_S, [f"{t * 1000:.0f} ms" for t in took]
