@@ -162,6 +162,7 @@ def test_broker_on_durable_s3_storage_keeps_records_across_restart(
     sender = RdProducer(waiting)
     took = []
     try:
+        arrivals.wait_for(b"durable-2", 30)  # connected, and reading from the partition's end
         for n in range(5):
             time.sleep(0.3)  # lands in a waiting fetch
             value = b"waited-%d" % n
