@@ -62,6 +62,21 @@ class PollingConsumer(Protocol):
     def close(self) -> None: ...
 
 
+def timed_sends(
+    producer: RdProducer, topic: str, arrivals: Arrivals, pauses: Sequence[float]
+) -> list[float]:
+    """After each pause, produce a record to partition 0 of ``topic`` and wait until the
+    consumer has it: seconds from sending to arrival, per record."""
+    took = []
+    for n, pause in enumerate(pauses):
+        time.sleep(pause)  # lands somewhere in a waiting fetch
+        value = f"record-{n}".encode()
+        sent = time.monotonic()
+        producer.send(topic, value, partition=0).get(30)
+        took.append(arrivals.wait_for(value, 10) - sent)
+    return took
+
+
 def poll_until_stopped(consumer: PollingConsumer, arrivals: Arrivals) -> None:
     try:
         while not arrivals.stopping.is_set():
@@ -127,14 +142,10 @@ def test_a_waiting_fetch_is_answered_when_its_record_arrives(
         producer.send(topic, b"first").get(30)
         arrivals.wait_for(b"first", 30)  # connected, and reading from the partition's end
         assert arrivals.ready.is_set()
-        took = []
         rng = random.Random(7)
-        for n in range(RECORDS):
-            time.sleep(rng.uniform(0.2, 0.6))  # lands somewhere in a waiting fetch
-            value = f"record-{n}".encode()
-            sent = time.monotonic()
-            producer.send(topic, value).get(30)
-            took.append(arrivals.wait_for(value, 10) - sent)
+        took = timed_sends(
+            producer, topic, arrivals, [rng.uniform(0.2, 0.6) for _ in range(RECORDS)]
+        )
     finally:
         arrivals.stopping.set()
         consumer.join(15)

@@ -19,7 +19,13 @@ from facegate.rdkafka_clients import RdConsumer, RdProducer
 from facegate.settings import KafkaSettings, StackSettings
 from facegate.stack.process import ProcessTable, pid_alive
 from tests.conftest import stack_settings_on_free_ports
-from tests.integration.test_fetch_proxy import HELD_MS, WITHIN_S, Arrivals, poll_until_stopped
+from tests.integration.test_fetch_proxy import (
+    HELD_MS,
+    WITHIN_S,
+    Arrivals,
+    poll_until_stopped,
+    timed_sends,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -160,15 +166,9 @@ def test_broker_on_durable_s3_storage_keeps_records_across_restart(
     polling = threading.Thread(target=poll_until_stopped, args=(reader, arrivals), daemon=True)
     polling.start()
     sender = RdProducer(waiting)
-    took = []
     try:
         arrivals.wait_for(b"durable-2", 30)  # connected, and reading from the partition's end
-        for n in range(5):
-            time.sleep(0.3)  # lands in a waiting fetch
-            value = b"waited-%d" % n
-            sent = time.monotonic()
-            sender.send("drift", value, partition=0).get(30)
-            took.append(arrivals.wait_for(value, 10) - sent)
+        took = timed_sends(sender, "drift", arrivals, [0.3] * 5)
     finally:
         arrivals.stopping.set()
         polling.join(15)
