@@ -182,6 +182,9 @@ class StackSettings(_Settings):
     # when a record arrives for it, as Apache Kafka does (tansu sleeps out every wait), on
     # either storage engine.
     broker_fetch_proxy: bool = True
+    # The fetch proxy's record cache (facegate/stack/record_cache.py): the records produced
+    # through it that it may hand to fetches without asking tansu; 0 turns it off.
+    broker_record_cache_mb: int = Field(default=64, ge=0)
     redis_port: int = DEFAULT_REDIS_PORT
     # "embedded": start our own server; "external": use FACEGATE_REDIS_URL as it is.
     redis_mode: Literal["embedded", "external"] = "embedded"

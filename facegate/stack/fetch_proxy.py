@@ -16,6 +16,9 @@ advertises the proxy's address, every client connects here, and
   answer before reading records it has (the more partitions a fetch names, the more often;
   measured: such a fetch, sent again unchanged, came back empty for a minute, with 500 ms at
   once with its records). The proxy asks again with the client's own wait and passes that on;
+- a fetch whose records were produced through the proxy moments ago is answered from its record
+  cache (``record_cache.py``: the batches tansu acknowledged, as tansu would send them back),
+  at once or when a produce wakes it, without asking tansu;
 - every other request (produce, metadata, group coordination, ...) passes through unchanged, in
   order, on the client's own upstream connection.
 
@@ -43,8 +46,12 @@ import uvloop
 
 from facegate.stack.kafka_wire import (
     API_VERSIONS,
+    CREATE_TOPICS,
+    DELETE_RECORDS,
+    DELETE_TOPICS,
     FETCH,
     MAX_FETCH_VERSION,
+    MIN_WRITTEN_FETCH_VERSION,
     PRODUCE,
     FetchRequest,
     Partition,
@@ -52,14 +59,17 @@ from facegate.stack.kafka_wire import (
     ProtocolError,
     RequestHeader,
     cap_fetch_version,
+    fetch_response,
     framed,
     read_fetch_request,
     read_fetch_response,
     read_frame,
     read_produce_request,
+    read_produce_response,
     read_request_header,
     with_wait,
 )
+from facegate.stack.record_cache import RecordCache
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +91,9 @@ WOKEN_RETRY_S = (0.001, 0.003)
 # Measured with 2,500 online check-ins: 2,239 answers left records behind with 1 ms, 289 with
 # 10 ms; woken fetches that found nothing stayed at 0.
 WOKEN_WAIT_MS = 10
+# The record cache's budget unless ``--record-cache-mb`` says otherwise: at the `online` load's
+# ~3 MB of frames a second, the last ~20 s of records.
+DEFAULT_RECORD_CACHE_MB = 64
 
 
 class ProduceSignal:
@@ -174,12 +187,16 @@ class ProxyCounts:
     woken_for_nothing: int = 0
     held_without_asking: int = 0
     left_behind: int = 0
+    # Of those answered at once or on a produce: how many from the record cache (the broker
+    # was not asked).
+    from_cache: int = 0
 
     def line(self) -> str:
         return (
             f"waiting fetches: {self.answered_at_once} answered at once, "
             f"{self.answered_on_produce} on a produce, {self.waited_out} waited out "
             f"({self.held_without_asking} of them held without asking the broker); "
+            f"{self.from_cache} answered from the record cache; "
             f"{self.woken_for_nothing} woken by a produce they had already read; "
             f"{self.left_behind} asked again with the client's wait (the broker's answer "
             "left records behind)"
@@ -218,6 +235,10 @@ class Connection:
                 ):
                     log.warning("connection closed: %s: %s", type(error).__name__, error)
         finally:
+            for item in self.in_flight:
+                if item.produce is not None:
+                    # Unanswered: the broker may have written records the cache never sees.
+                    self.proxy.forget(item.produce.partitions)
             for task in [*pumps, *self.tasks]:
                 task.cancel()
             writers = [self.client_writer, self.upstream_writer]
@@ -254,9 +275,35 @@ class Connection:
                     return item.frame
             elif header.api_key == PRODUCE:
                 item.produce = read_produce_request(frame, header)
+            elif header.api_key in (CREATE_TOPICS, DELETE_TOPICS, DELETE_RECORDS):
+                self.proxy.forget(None)  # offsets may be given again, or records gone
         except ProtocolError as error:  # passed on as it is: the broker answers it
             log.debug("request api %d v%d not read: %s", header.api_key, header.api_version, error)
+            if header.api_key == PRODUCE:
+                self.proxy.forget(None)  # records the cache cannot place
         return frame
+
+    def _cached(self, item: InFlight) -> bytes | None:
+        """The fetch's answer from the record cache, or None if the broker must be asked."""
+        fetch, version = item.fetch, item.header.api_version
+        if fetch is None or version < MIN_WRITTEN_FETCH_VERSION:
+            return None
+        topics = self.proxy.cache.answer(fetch)
+        if topics is None:
+            return None
+        # The ends it answered with: the consumer's next fetch from there is held here.
+        item.versions = self.proxy.signal.versions(fetch.partitions)
+        self.proxy.ends.note(
+            {
+                (name, index): a.high_watermark
+                for name, ps in topics.items()
+                for index, a in ps.items()
+            },
+            item.versions,
+        )
+        self.known_empty = None
+        self.proxy.counts.from_cache += 1
+        return fetch_response(item.header.correlation_id, version, topics)
 
     async def _from_client(self) -> None:
         loop = asyncio.get_running_loop()
@@ -264,6 +311,12 @@ class Connection:
             frame = await read_frame(self.client_reader)
             item = InFlight(read_request_header(frame), loop.create_future())
             frame = self._classify(frame, item)
+            cached = self._cached(item)
+            if cached is not None:  # records produced moments ago: the broker is not asked
+                self.proxy.counts.answered_at_once += 1
+                item.answer.set_result(cached)
+                await self.answers.put(item.answer)
+                continue
             if item.hold_here:  # nothing to read: held here, the broker is not asked
                 self.proxy.counts.held_without_asking += 1
                 await self.answers.put(item.answer)
@@ -273,6 +326,7 @@ class Connection:
                 # No response will come: the records are on their way once written.
                 self.upstream_writer.write(framed(frame))
                 await self.upstream_writer.drain()
+                self.proxy.forget(item.produce.partitions)  # no offsets come back to place them
                 self.proxy.signal.produced(item.produce.partitions)
                 continue
             self.in_flight.append(item)
@@ -294,6 +348,7 @@ class Connection:
                 except ProtocolError as error:  # e.g. an error answered in version 0
                     log.debug("ApiVersions response not read: %s", error)
             elif item.produce is not None:
+                self.proxy.appended(item.produce, frame, item.header.api_version)
                 self.proxy.signal.produced(item.produce.partitions)
             elif item.fetch is not None:
                 if not self._read_answer(frame, item):
@@ -314,6 +369,7 @@ class Connection:
             return True
         if answer.has_answer or note_if_empty:
             self.proxy.ends.note(answer.high_watermarks, item.versions)
+        self.proxy.cache.reported(answer.high_watermarks)
         item.left_behind = answer.left_behind(item.fetch.offsets)
         return answer.has_answer
 
@@ -383,6 +439,9 @@ class Connection:
         """
         pauses = iter(WOKEN_RETRY_S)
         while True:
+            cached = self._cached(item)
+            if cached is not None:
+                return cached
             left_ms = int((item.deadline - time.monotonic()) * 1000)
             wait_ms = max(UPSTREAM_WAIT_MS, min(WOKEN_WAIT_MS, left_ms))
             answer = await self._fetch_again(item, wait_ms)
@@ -453,11 +512,44 @@ class PartitionEnds:
 class FetchProxy:
     """Accepts clients' connections and forwards them to the broker at ``upstream``."""
 
-    def __init__(self, upstream: tuple[str, int]) -> None:
+    def __init__(
+        self, upstream: tuple[str, int], cache_bytes: int = DEFAULT_RECORD_CACHE_MB << 20
+    ) -> None:
         self.upstream = upstream
         self.signal = ProduceSignal()
         self.counts = ProxyCounts()
         self.ends = PartitionEnds()
+        self.cache = RecordCache(cache_bytes)
+
+    def appended(self, produce: ProduceRequest, frame: bytes, version: int) -> None:
+        """The broker answered ``produce`` with ``frame``: hold what it appended."""
+        if not self.cache.enabled:
+            return
+        try:
+            appended = read_produce_response(frame, version)
+        except ProtocolError as error:
+            log.debug("produce response v%d not read: %s", version, error)
+            self.forget(produce.partitions)
+            return
+        for partition, records in produce.records.items():
+            where = appended.get(partition)
+            if (
+                where is None
+                or where.error != 0
+                or where.log_append_time_ms != -1
+                or produce.transactional
+            ):
+                # Not appended (or not as sent): whatever the broker holds, ask it.
+                self.cache.forget(partition)
+            else:
+                self.cache.appended(partition, records, where.base_offset, where.log_start_offset)
+
+    def forget(self, partitions: Iterable[Partition] | None) -> None:
+        if partitions is None:
+            self.cache.forget(None)
+        else:
+            for partition in partitions:
+                self.cache.forget(partition)
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
@@ -502,7 +594,12 @@ async def relay_output(broker: asyncio.subprocess.Process, last_line: list[str])
             last_line[0] = line.decode("utf-8", "replace").strip()
 
 
-async def serve(listen: tuple[str, int], upstream_host: str, command: list[str]) -> int:
+async def serve(
+    listen: tuple[str, int],
+    upstream_host: str,
+    command: list[str],
+    cache_bytes: int = DEFAULT_RECORD_CACHE_MB << 20,
+) -> int:
     """Start the broker ``command`` (``{upstream}`` in it replaced by its HOST:PORT), proxy
     ``listen`` to it; stop it on SIGTERM; the broker's exit code."""
     port = free_port(upstream_host)
@@ -524,14 +621,15 @@ async def serve(listen: tuple[str, int], upstream_host: str, command: list[str])
         await relay
         log.error("%s: %s", error, last_line[0])
         return code
-    proxy = FetchProxy((upstream_host, port))
+    proxy = FetchProxy((upstream_host, port), cache_bytes)
     server = await asyncio.start_server(proxy.handle, *listen)
     log.info(
-        "fetch proxy on %s:%d in front of the broker on %s:%d (pid %d)",
+        "fetch proxy on %s:%d in front of the broker on %s:%d (pid %d), record cache %d MB",
         *listen,
         upstream_host,
         port,
         broker.pid,
+        cache_bytes >> 20,
     )
 
     async def report() -> None:
@@ -570,6 +668,12 @@ def main(argv: list[str] | None = None) -> None:
         default="uvloop",
         help="the proxy's event loop (uvloop spends less CPU a request)",
     )
+    parser.add_argument(
+        "--record-cache-mb",
+        type=int,
+        default=DEFAULT_RECORD_CACHE_MB,
+        help="recently produced records kept to answer fetches without the broker (0: none)",
+    )
     parser.add_argument("--verbose", action="store_true", help="log at debug level")
     parser.add_argument("command", nargs="+", help="the broker's command; {upstream} = HOST:PORT")
     args = parser.parse_args(argv)
@@ -579,7 +683,8 @@ def main(argv: list[str] | None = None) -> None:
     )
     host, port = args.listen.rsplit(":", 1)
     run = uvloop.run if args.event_loop == "uvloop" else asyncio.run
-    sys.exit(run(serve((host, int(port)), args.upstream_host, args.command)))
+    cache_bytes = max(0, args.record_cache_mb) << 20
+    sys.exit(run(serve((host, int(port)), args.upstream_host, args.command, cache_bytes)))
 
 
 if __name__ == "__main__":

@@ -2,9 +2,11 @@
 
 Requests and responses are read field by field after Kafka's message definitions
 (``FetchRequest.json``, ``FetchResponse.json``, ``ProduceRequest.json``,
-``ApiVersionsResponse.json``), classic and flexible versions, as far as the proxy needs them: a
-fetch's wait, partitions and offsets, whether its answer carries records, a produce's
-partitions, and Fetch's highest version in an ApiVersions answer.
+``ProduceResponse.json``, ``ApiVersionsResponse.json``), classic and flexible versions, as far
+as the proxy needs them: a fetch's wait, partitions, offsets and byte limits, whether its answer
+carries records, a produce's record batches and the offsets the broker gave them, and Fetch's
+highest version in an ApiVersions answer. Fetch responses the proxy answers from its record
+cache (``record_cache.py``) are written by ``fetch_response``.
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ import struct
 from dataclasses import dataclass, field
 
 PRODUCE, FETCH, API_VERSIONS = 0, 1, 18
+# Requests that remove or recreate records: the proxy's record cache forgets what it holds.
+CREATE_TOPICS, DELETE_TOPICS, DELETE_RECORDS = 19, 20, 21
 # The highest Fetch version whose requests name topics (13 and later use topic ids).
 MAX_FETCH_VERSION = 12
 # Requests larger than this are refused (the broker's own limit is lower).
@@ -70,6 +74,10 @@ class Reader:
         size = self.uvarint() - 1 if compact else self.int16()
         return None if size < 0 else self.take(size).decode("utf-8", "replace")
 
+    def nullable_bytes(self, compact: bool) -> bytes | None:
+        size = self.uvarint() - 1 if compact else self.int32()
+        return None if size < 0 else self.take(size)
+
     def bytes_length(self, compact: bool) -> int:
         """The length of a nullable byte field (-1 for null), its bytes skipped."""
         size = self.uvarint() - 1 if compact else self.int32()
@@ -118,6 +126,9 @@ class FetchRequest:
     session_id: int
     # Where the fetch reads each partition from.
     offsets: dict[Partition, int]
+    # How many bytes of records the answer may carry, in all and per partition.
+    max_bytes: int = 0x7FFFFFFF
+    partition_max_bytes: dict[Partition, int] = field(default_factory=dict)
 
     @property
     def partitions(self) -> frozenset[Partition]:
@@ -134,15 +145,16 @@ def read_fetch_request(frame: bytes, header: RequestHeader) -> FetchRequest:
     wait_offset = reader.offset
     max_wait_ms = reader.int32()
     reader.int32()  # min bytes
+    max_bytes = 0x7FFFFFFF
     if version >= 3:
-        reader.int32()  # max bytes
+        max_bytes = reader.int32()
     if version >= 4:
         reader.int8()  # isolation level
     session_id = 0
     if version >= 7:
         session_id = reader.int32()
         reader.int32()  # session epoch
-    offsets = {}
+    offsets, partition_max_bytes = {}, {}
     for _ in range(max(0, reader.array_length(compact))):
         name = reader.string(compact) or ""
         for _ in range(max(0, reader.array_length(compact))):
@@ -154,12 +166,14 @@ def read_fetch_request(frame: bytes, header: RequestHeader) -> FetchRequest:
                 reader.int32()  # last fetched epoch
             if version >= 5:
                 reader.int64()  # log start offset
-            reader.int32()  # partition max bytes
+            partition_max_bytes[partition] = reader.int32()
             if compact:
                 reader.tagged_fields()
         if compact:
             reader.tagged_fields()
-    return FetchRequest(max_wait_ms, wait_offset, session_id, offsets)
+    return FetchRequest(
+        max_wait_ms, wait_offset, session_id, offsets, max_bytes, partition_max_bytes
+    )
 
 
 def with_wait(frame: bytes, fetch: FetchRequest, wait_ms: int) -> bytes:
@@ -235,27 +249,156 @@ def read_fetch_response(frame: bytes, version: int) -> FetchAnswer:
 class ProduceRequest:
     acks: int
     partitions: frozenset[Partition]
+    transactional: bool = False
+    # Each partition's records (the record batches as the client sent them; None if null).
+    records: dict[Partition, bytes | None] = field(default_factory=dict)
 
 
 def read_produce_request(frame: bytes, header: RequestHeader) -> ProduceRequest:
     version = header.api_version
     compact = version >= 9
     reader = Reader(frame, header.body_offset)
+    transactional = False
     if version >= 3:
-        reader.string(compact)  # transactional id
+        transactional = reader.string(compact) is not None
     acks = reader.int16()
     reader.int32()  # timeout
-    partitions = set()
+    records: dict[Partition, bytes | None] = {}
     for _ in range(max(0, reader.array_length(compact))):
         name = reader.string(compact) or ""
         for _ in range(max(0, reader.array_length(compact))):
-            partitions.add((name, reader.int32()))
-            reader.bytes_length(compact)
+            partition = (name, reader.int32())
+            records[partition] = reader.nullable_bytes(compact)
             if compact:
                 reader.tagged_fields()
         if compact:
             reader.tagged_fields()
-    return ProduceRequest(acks, frozenset(partitions))
+    return ProduceRequest(acks, frozenset(records), transactional, records)
+
+
+@dataclass(frozen=True)
+class Appended:
+    """Where the broker appended a produce's records to one partition, or why it did not."""
+
+    error: int
+    base_offset: int
+    # Not -1: the broker stamped the records with its own time (they differ from the request's).
+    log_append_time_ms: int = -1
+    log_start_offset: int = -1
+
+
+def read_produce_response(frame: bytes, version: int) -> dict[Partition, Appended]:
+    compact = version >= 9
+    reader = Reader(frame)
+    reader.int32()  # correlation id
+    if compact:
+        reader.tagged_fields()
+    appended = {}
+    for _ in range(max(0, reader.array_length(compact))):
+        name = reader.string(compact) or ""
+        for _ in range(max(0, reader.array_length(compact))):
+            partition = (name, reader.int32())
+            error, base_offset = reader.int16(), reader.int64()
+            append_time = reader.int64() if version >= 2 else -1
+            log_start = reader.int64() if version >= 5 else -1
+            if version >= 8:
+                for _ in range(max(0, reader.array_length(compact))):
+                    reader.int32()  # batch index
+                    reader.string(compact)  # its error message
+                    if compact:
+                        reader.tagged_fields()
+                reader.string(compact)  # error message
+            if compact:
+                reader.tagged_fields()
+            appended[partition] = Appended(error, base_offset, append_time, log_start)
+        if compact:
+            reader.tagged_fields()
+    return appended
+
+
+class Writer:
+    """Kafka protocol primitives, classic or flexible ("compact"), into a growing buffer."""
+
+    def __init__(self, compact: bool) -> None:
+        self.compact = compact
+        self.parts: list[bytes] = []
+
+    def pack(self, fmt: str, *values: int) -> Writer:
+        self.parts.append(struct.pack(fmt, *values))
+        return self
+
+    def uvarint(self, value: int) -> Writer:
+        out = bytearray()
+        while value >= 0x80:
+            out.append(value & 0x7F | 0x80)
+            value >>= 7
+        out.append(value)
+        self.parts.append(bytes(out))
+        return self
+
+    def length(self, size: int) -> Writer:
+        """An array's or nullable field's length (-1: null)."""
+        return self.uvarint(size + 1) if self.compact else self.pack(">i", size)
+
+    def string(self, text: str) -> Writer:
+        data = text.encode()
+        if self.compact:
+            self.uvarint(len(data) + 1)
+        else:
+            self.pack(">h", len(data))
+        self.parts.append(data)
+        return self
+
+    def tags(self) -> Writer:
+        return self.uvarint(0) if self.compact else self
+
+    def raw(self, data: bytes) -> Writer:
+        self.parts.append(data)
+        return self
+
+    def out(self) -> bytes:
+        return b"".join(self.parts)
+
+
+@dataclass(frozen=True)
+class PartitionAnswer:
+    """One partition of a fetch response written by the proxy: no error, no aborted
+    transactions (the cache holds no transactional records)."""
+
+    high_watermark: int
+    log_start_offset: int
+    records: bytes
+
+
+# The Fetch versions ``fetch_response`` writes: 4 is the first that carries record batches of
+# magic 2 (the only kind the cache holds) and the last stable offset; 12 is the proxy's cap.
+MIN_WRITTEN_FETCH_VERSION = 4
+
+
+def fetch_response(
+    correlation_id: int, version: int, topics: dict[str, dict[int, PartitionAnswer]]
+) -> bytes:
+    """A Fetch response of ``version`` (4 to 12) without a session or errors."""
+    if not MIN_WRITTEN_FETCH_VERSION <= version <= MAX_FETCH_VERSION:
+        raise ProtocolError(f"Fetch v{version} responses are not written by the proxy")
+    compact = version >= 12
+    writer = Writer(compact).pack(">i", correlation_id).tags().pack(">i", 0)  # throttle
+    if version >= 7:
+        writer.pack(">hi", 0, 0)  # error code, session id
+    writer.length(len(topics))
+    for name, partitions in topics.items():
+        writer.string(name).length(len(partitions))
+        for index, answer in partitions.items():
+            # Index, error, high watermark, last stable offset (no open transactions).
+            writer.pack(">ihqq", index, 0, answer.high_watermark, answer.high_watermark)
+            if version >= 5:
+                writer.pack(">q", answer.log_start_offset)
+            writer.length(0)  # aborted transactions
+            if version >= 11:
+                writer.pack(">i", -1)  # preferred read replica: none
+            writer.length(len(answer.records)).raw(answer.records).tags()
+        writer.tags()
+    return writer.tags().out()
 
 
 def cap_fetch_version(frame: bytes, version: int) -> bytes:

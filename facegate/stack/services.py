@@ -82,6 +82,8 @@ def proxied_tansu_argv(settings: StackSettings, storage: str) -> list[str]:
         f"{settings.host}:{settings.broker_port}",
         "--upstream-host",
         settings.host,
+        "--record-cache-mb",
+        str(settings.broker_record_cache_mb),
         "--",
         *tansu_argv(url, storage, listen="tcp://{upstream}"),
     ]

@@ -23,7 +23,7 @@ from facegate.stack.kafka_wire import (
     read_frame,
     read_request_header,
 )
-from tests.unit.test_kafka_wire import fetch_request, fetch_response
+from tests.kafka_frames import fetch_request, fetch_response
 
 
 def test_a_produce_wakes_only_the_fetches_of_its_partitions() -> None:

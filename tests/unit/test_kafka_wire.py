@@ -9,128 +9,32 @@ tansu 0.6.0 sent. tests/integration/test_fetch_proxy.py runs the proxy with real
 
 from __future__ import annotations
 
-import struct
-
 import pytest
+from kafka.protocol.consumer import FetchResponse
 
+from facegate.stack import kafka_wire
 from facegate.stack.kafka_wire import (
     FETCH,
     MAX_FETCH_VERSION,
     PRODUCE,
+    Appended,
+    PartitionAnswer,
     ProtocolError,
     cap_fetch_version,
     read_fetch_request,
     read_fetch_response,
     read_produce_request,
+    read_produce_response,
     read_request_header,
     with_wait,
 )
-
-
-class Writer:
-    """Kafka primitives, classic or compact (flexible versions)."""
-
-    def __init__(self, compact: bool) -> None:
-        self.compact = compact
-        self.out = b""
-
-    def i8(self, value: int) -> Writer:
-        self.out += struct.pack(">b", value)
-        return self
-
-    def i16(self, value: int) -> Writer:
-        self.out += struct.pack(">h", value)
-        return self
-
-    def i32(self, value: int) -> Writer:
-        self.out += struct.pack(">i", value)
-        return self
-
-    def i64(self, value: int) -> Writer:
-        self.out += struct.pack(">q", value)
-        return self
-
-    def uvarint(self, value: int) -> Writer:
-        while value >= 0x80:
-            self.out += bytes([value & 0x7F | 0x80])
-            value >>= 7
-        self.out += bytes([value])
-        return self
-
-    def string(self, text: str | None) -> Writer:
-        data = None if text is None else text.encode()
-        if self.compact:
-            return self.uvarint(0 if data is None else len(data) + 1).raw(data or b"")
-        return self.i16(-1 if data is None else len(data)).raw(data or b"")
-
-    def records(self, data: bytes | None) -> Writer:
-        if self.compact:
-            return self.uvarint(0 if data is None else len(data) + 1).raw(data or b"")
-        return self.i32(-1 if data is None else len(data)).raw(data or b"")
-
-    def array(self, count: int) -> Writer:
-        return self.uvarint(count + 1) if self.compact else self.i32(count)
-
-    def tags(self) -> Writer:
-        return self.uvarint(0) if self.compact else self
-
-    def raw(self, data: bytes) -> Writer:
-        self.out += data
-        return self
-
-
-def request_header(api_key: int, version: int, flexible: bool) -> Writer:
-    # The client id is a classic nullable string in every request header.
-    writer = Writer(compact=False).i16(api_key).i16(version).i32(42).string("facegate-test")
-    if flexible:
-        writer.uvarint(0)
-    writer.compact = flexible
-    return writer
-
-
-def fetch_request(
-    version: int, max_wait_ms: int, topics: dict[str, list[int]], offset: int = 17
-) -> bytes:
-    writer = request_header(FETCH, version, flexible=version >= 12)
-    writer.i32(-1).i32(max_wait_ms).i32(1).i32(52428800).i8(0)  # ... isolation level (v4+)
-    if version >= 7:
-        writer.i32(0).i32(-1)  # no fetch session
-    writer.array(len(topics))
-    for name, partitions in topics.items():
-        writer.string(name).array(len(partitions))
-        for partition in partitions:
-            writer.i32(partition)
-            if version >= 9:
-                writer.i32(-1)
-            writer.i64(offset)
-            if version >= 12:
-                writer.i32(-1)
-            if version >= 5:
-                writer.i64(0)
-            writer.i32(1048576).tags()
-        writer.tags()
-    if version >= 7:
-        writer.array(0)  # forgotten topics
-    if version >= 11:
-        writer.string("")  # rack id
-    return writer.tags().out
-
-
-def fetch_response(version: int, partitions: list[tuple[int, bytes | None]]) -> bytes:
-    compact = version >= 12
-    writer = Writer(compact).i32(42).tags().i32(0)
-    if version >= 7:
-        writer.i16(0).i32(0)
-    writer.array(1).string("frames").array(len(partitions))
-    for error, records in partitions:
-        writer.i32(3).i16(error).i64(18).i64(18)  # ..., high watermark, last stable offset
-        if version >= 5:
-            writer.i64(0)  # log start offset
-        writer.array(1).i64(7).i64(2).tags()  # one aborted transaction
-        if version >= 11:
-            writer.i32(-1)
-        writer.records(records).tags()
-    return writer.tags().tags().out
+from tests.kafka_frames import (
+    Writer,
+    fetch_request,
+    fetch_response,
+    produce_response,
+    request_header,
+)
 
 
 def has_answer(frame: bytes, version: int) -> bool:
@@ -203,6 +107,43 @@ def test_a_produce_request_names_its_topics(version: int) -> None:
     produce = read_produce_request(frame, read_request_header(frame))
     assert produce.acks == -1
     assert produce.partitions == {("frames", 5), ("frames.dlq", 0)}
+    assert produce.records[("frames", 5)] == b"a record batch"
+    assert not produce.transactional
+
+
+@pytest.mark.parametrize("version", [3, 7, 8, 9])
+def test_a_produce_response_says_where_each_partitions_records_went(version: int) -> None:
+    frame = produce_response(version, [(2, 0, 41), (5, 6, -1)])
+    appended = read_produce_response(frame, version)
+    assert appended[("frames", 2)] == Appended(0, 41, -1, 3 if version >= 5 else -1)
+    assert appended[("frames", 5)].error == 6
+
+
+@pytest.mark.parametrize("version", [4, 7, 11, 12])
+def test_a_fetch_response_written_by_the_proxy_is_read_by_a_kafka_client(version: int) -> None:
+    topics = {"frames": {3: PartitionAnswer(18, 2, b"batches"), 4: PartitionAnswer(5, 0, b"")}}
+    frame = kafka_wire.fetch_response(42, version, topics)
+    # kafka-python's decoder, generated from Kafka's message definitions.
+    decoded = FetchResponse.decode(frame, version=version, header=True)
+    (topic,) = decoded.responses
+    assert topic.topic == "frames"
+    found = {
+        p.partition_index: (p.error_code, p.high_watermark, p.last_stable_offset, p.records)
+        for p in topic.partitions
+    }
+    assert found == {3: (0, 18, 18, b"batches"), 4: (0, 5, 5, b"")}
+    if version >= 5:
+        assert [p.log_start_offset for p in topic.partitions] == [2, 0]
+    answer = read_fetch_response(frame, version)
+    assert answer.has_answer
+    assert answer.high_watermarks == {("frames", 3): 18, ("frames", 4): 5}
+
+
+def test_fetch_responses_are_written_only_in_versions_carrying_record_batches() -> None:
+    with pytest.raises(ProtocolError):
+        kafka_wire.fetch_response(42, 3, {})
+    with pytest.raises(ProtocolError):
+        kafka_wire.fetch_response(42, MAX_FETCH_VERSION + 1, {})
 
 
 @pytest.mark.parametrize("version", [0, 2, 3])
