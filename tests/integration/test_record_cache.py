@@ -23,7 +23,7 @@ from aiokafka.record.default_records import DefaultRecordBatchBuilder
 from facegate.settings import KafkaSettings, load_settings
 from facegate.stack import LocalStack
 from facegate.stack.fetch_proxy import FetchProxy
-from facegate.stack.kafka_wire import PRODUCE
+from facegate.stack.kafka_wire import CREATE_TOPICS, DELETE_TOPICS, PRODUCE
 from tests.kafka_frames import fetch_request, request_header
 from tests.topic_reader import create_scratch_topic
 
@@ -146,3 +146,29 @@ def test_a_partition_nobody_produced_to_is_learnt_from_the_brokers_answer(
         answered = proxy.cache.answered
         assert call(client, both) == call(broker, both)
         assert proxy.cache.answered == answered + 1
+
+
+def test_a_topic_deleted_and_created_again_is_not_answered_from_the_old_records(
+    local_stack: LocalStack,
+) -> None:
+    topic = create_scratch_topic("record-cache-again", load_settings(KafkaSettings), 1)
+    upstream = tansu_address(local_stack)
+    connections: list[socket.socket] = []
+    with proxy_in_thread(upstream) as (proxy, port), closing_all(connections):
+        client = socket.create_connection(("127.0.0.1", port))
+        broker = socket.create_connection(upstream)
+        connections.extend((client, broker))
+        produce(client, topic, 0, record_batch([b"old-0", b"old-1"]))
+        from_start = fetch_request(12, 100, {topic: [0]}, offset=0)
+        assert b"old-0" in call(client, from_start)
+        answered = proxy.cache.answered
+        # Through the proxy, as an admin client would: DeleteTopics v1, then CreateTopics v2.
+        delete = request_header(DELETE_TOPICS, 1, flexible=False).array(1).string(topic)
+        call(client, delete.i32(10000).out)
+        create = request_header(CREATE_TOPICS, 2, flexible=False).array(1).string(topic)
+        create.i32(1).i16(1).array(0).array(0).i32(10000).i8(0)
+        call(client, create.out)
+        again = call(client, from_start)
+        assert b"old-0" not in call(broker, from_start)  # tansu really starts afresh
+        assert b"old-0" not in again
+        assert proxy.cache.answered == answered
