@@ -16,6 +16,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 
 import pytest
 from aiokafka.record.default_records import DefaultRecordBatchBuilder
@@ -65,13 +66,26 @@ def proxy_in_thread(upstream: tuple[str, int]) -> Iterator[tuple[FetchProxy, int
         loop.close()
 
 
+@dataclass
+class Proxied:
+    """A proxy in this process in front of the stack's tansu, a connection to each."""
+
+    proxy: FetchProxy
+    client: socket.socket  # to the proxy
+    broker: socket.socket  # to tansu itself
+
+
 @contextmanager
-def closing_all(connections: list[socket.socket]) -> Iterator[None]:
-    try:
-        yield
-    finally:
-        for connection in connections:
-            connection.close()
+def proxied(stack: LocalStack) -> Iterator[Proxied]:
+    upstream = tansu_address(stack)
+    with proxy_in_thread(upstream) as (proxy, port):
+        client = socket.create_connection(("127.0.0.1", port))
+        broker = socket.create_connection(upstream)
+        try:
+            yield Proxied(proxy, client, broker)
+        finally:
+            client.close()
+            broker.close()
 
 
 def call(sock: socket.socket, request: bytes) -> bytes:
@@ -111,12 +125,8 @@ def test_a_fetch_answered_from_the_record_cache_is_what_the_broker_answers(
     local_stack: LocalStack, version: int
 ) -> None:
     topic = create_scratch_topic("record-cache", load_settings(KafkaSettings), 3)
-    upstream = tansu_address(local_stack)
-    connections: list[socket.socket] = []
-    with proxy_in_thread(upstream) as (proxy, port), closing_all(connections):
-        client = socket.create_connection(("127.0.0.1", port))
-        broker = socket.create_connection(upstream)
-        connections.extend((client, broker))
+    with proxied(local_stack) as through:
+        proxy, client, broker = through.proxy, through.client, through.broker
         produce(client, topic, 0, record_batch([b"a0", b"a1", b"a2"]))
         produce(client, topic, 0, record_batch([b"a3"]))
         produce(client, topic, 1, record_batch([b"b0", b"b1"]))
@@ -132,12 +142,8 @@ def test_a_partition_nobody_produced_to_is_learnt_from_the_brokers_answer(
     local_stack: LocalStack,
 ) -> None:
     topic = create_scratch_topic("record-cache-idle", load_settings(KafkaSettings), 2)
-    upstream = tansu_address(local_stack)
-    connections: list[socket.socket] = []
-    with proxy_in_thread(upstream) as (proxy, port), closing_all(connections):
-        client = socket.create_connection(("127.0.0.1", port))
-        broker = socket.create_connection(upstream)
-        connections.extend((client, broker))
+    with proxied(local_stack) as through:
+        proxy, client, broker = through.proxy, through.client, through.broker
         produce(client, topic, 0, record_batch([b"a0"]))
         both = fetch_request(12, 200, {topic: [0, 1]}, offsets={0: 0, 1: 0})
         # Partition 1's end is unknown to the cache: the broker answers, and says where it is.
@@ -152,12 +158,8 @@ def test_a_topic_deleted_and_created_again_is_not_answered_from_the_old_records(
     local_stack: LocalStack,
 ) -> None:
     topic = create_scratch_topic("record-cache-again", load_settings(KafkaSettings), 1)
-    upstream = tansu_address(local_stack)
-    connections: list[socket.socket] = []
-    with proxy_in_thread(upstream) as (proxy, port), closing_all(connections):
-        client = socket.create_connection(("127.0.0.1", port))
-        broker = socket.create_connection(upstream)
-        connections.extend((client, broker))
+    with proxied(local_stack) as through:
+        proxy, client, broker = through.proxy, through.client, through.broker
         produce(client, topic, 0, record_batch([b"old-0", b"old-1"]))
         from_start = fetch_request(12, 100, {topic: [0]}, offset=0)
         assert b"old-0" in call(client, from_start)
