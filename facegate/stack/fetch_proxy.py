@@ -635,7 +635,7 @@ async def serve(
     async def report() -> None:
         while True:
             await asyncio.sleep(REPORT_EVERY_S)
-            log.info("%s", proxy.counts.line())
+            log.info("%s; %s", proxy.counts.line(), proxy.cache.line())
 
     reporter = loop.create_task(report())
     try:
@@ -644,7 +644,13 @@ async def serve(
     finally:
         reporter.cancel()
         server.close()
-    log.info("broker exited with code %d (%s); %s", code, last_line[0], proxy.counts.line())
+    log.info(
+        "broker exited with code %d (%s); %s; %s",
+        code,
+        last_line[0],
+        proxy.counts.line(),
+        proxy.cache.line(),
+    )
     return code
 
 

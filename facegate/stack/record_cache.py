@@ -6,7 +6,7 @@ for an empty fetch, ~1.2 ms for a record's produce and the fetches that read it)
 every fetch that carries records reads what was produced a few milliseconds earlier through the
 same proxy. The proxy already sees each produce's record batch and, in the broker's answer, the
 offset the broker gave it; tansu sends a batch back byte for byte as it was produced, with only
-its base offset filled in (checked against tansu 0.6.0: ``tests/integration/test_fetch_proxy.py``
+its base offset filled in (checked against tansu 0.6.0: ``tests/integration/test_record_cache.py``
 compares the two answers for the same fetch). So the proxy keeps the batches it saw
 acknowledged, up to a byte budget, and answers a fetch from them when it can, as Apache Kafka
 answers recent reads from the page cache:
@@ -18,7 +18,8 @@ answers recent reads from the page cache:
   to the broker again;
 - a fetch is answered here only if every partition it names is either readable here from its
   offset (a held batch contains it) or read to the end (its offset is where the last
-  acknowledged produce ended), and at least one has records; otherwise it goes to the broker.
+  acknowledged produce ended, or the high watermark the broker last reported for it), and at
+  least one has records; otherwise it goes to the broker.
 
 tansu stays the broker of record: it stores every record, gives the offsets, keeps the groups
 and their committed offsets. The cache only spares it the reads of what it just acknowledged.
@@ -106,6 +107,12 @@ class RecordCache:
     def enabled(self) -> bool:
         return self.max_bytes > 0
 
+    def line(self) -> str:
+        return (
+            f"record cache: {self.size / (1 << 20):.1f} of {self.max_bytes >> 20} MB held, "
+            f"{self.answered} fetches answered, a partition forgotten {self.forgotten} times"
+        )
+
     def appended(
         self, partition: Partition, records: bytes | None, base_offset: int, log_start: int = -1
     ) -> None:
@@ -119,7 +126,7 @@ class RecordCache:
         held = self._partitions.get(partition)
         end = base_offset + count
         if held is None:
-            held = self._partitions[partition] = HeldPartition(end=end)
+            held = self._partitions[partition] = HeldPartition(end=base_offset)
         at = bisect.bisect_left(held.bases, base_offset)
         overlaps = (at > 0 and held.batches[at - 1][0] > base_offset) or (
             at < len(held.bases) and held.bases[at] < end
@@ -127,7 +134,7 @@ class RecordCache:
         if overlaps or (base_offset < held.end and at == len(held.bases)):
             # Offsets given twice: the partition was recreated behind the cache's back.
             self.forget(partition)
-            held = self._partitions[partition] = HeldPartition(end=end)
+            held = self._partitions[partition] = HeldPartition(end=base_offset)
             at = 0
         batch = at_offset(records, base_offset)
         held.bases.insert(at, base_offset)

@@ -147,6 +147,9 @@ def test_a_forgotten_cache_asks_the_broker_and_a_disabled_one_holds_nothing() ->
     cache.appended(P0, batch(b"a"), 0)
     cache.forget(None)
     assert cache.answer(fetch({P0: 0})) is None
+    assert cache.line() == (
+        "record cache: 0.0 of 1 MB held, 0 fetches answered, a partition forgotten 1 times"
+    )
     off = RecordCache(0)
     off.appended(P0, batch(b"a"), 0)
     off.reported({P0: 1})
