@@ -632,10 +632,16 @@ async def serve(
         cache_bytes >> 20,
     )
 
+    def log_counts() -> None:
+        log.info("%s; %s", proxy.counts.line(), proxy.cache.line())
+
     async def report() -> None:
         while True:
             await asyncio.sleep(REPORT_EVERY_S)
-            log.info("%s; %s", proxy.counts.line(), proxy.cache.line())
+            log_counts()
+
+    # `kill -USR1 <pid>`: the counts now, not at the next minute.
+    loop.add_signal_handler(signal.SIGUSR1, log_counts)
 
     reporter = loop.create_task(report())
     try:

@@ -9,7 +9,10 @@ within 0.5 s; through the proxy it arrives within a few milliseconds.
 from __future__ import annotations
 
 import asyncio
+import os
 import random
+import re
+import signal
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -123,6 +126,23 @@ def poll_aiokafka(kafka: KafkaSettings, topic: str, arrivals: Arrivals) -> None:
     asyncio.run(run())
 
 
+def record_cache_answers(stack: LocalStack) -> int:
+    """How many fetches the stack's proxy has answered from its record cache (it logs its
+    counts on SIGUSR1)."""
+    running = stack.table.running("broker")
+    assert running is not None
+    log = stack.settings.state_dir / "logs" / "broker.log"
+    seen = len(log.read_text())
+    os.kill(running.pid, signal.SIGUSR1)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        found = re.search(r"record cache: .*?, (\d+) fetches answered", log.read_text()[seen:])
+        if found:
+            return int(found.group(1))
+        time.sleep(0.05)
+    raise AssertionError("the proxy logged no counts after SIGUSR1")
+
+
 @pytest.mark.parametrize(
     "poll",
     [poll_librdkafka, poll_kafka_python, poll_aiokafka],
@@ -142,10 +162,13 @@ def test_a_waiting_fetch_is_answered_when_its_record_arrives(
         producer.send(topic, b"first").get(30)
         arrivals.wait_for(b"first", 30)  # connected, and reading from the partition's end
         assert arrivals.ready.is_set()
+        from_cache = record_cache_answers(local_stack)
         rng = random.Random(7)
         took = timed_sends(
             producer, topic, arrivals, [rng.uniform(0.2, 0.6) for _ in range(RECORDS)]
         )
+        # The client read the records from answers the record cache wrote, not only tansu's.
+        assert record_cache_answers(local_stack) > from_cache
     finally:
         arrivals.stopping.set()
         consumer.join(15)
