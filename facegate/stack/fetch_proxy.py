@@ -238,7 +238,7 @@ class Connection:
             for item in self.in_flight:
                 if item.produce is not None:
                     # Unanswered: the broker may have written records the cache never sees.
-                    self.proxy.forget(item.produce.partitions)
+                    self.proxy.cache.forget(item.produce.partitions)
             for task in [*pumps, *self.tasks]:
                 task.cancel()
             writers = [self.client_writer, self.upstream_writer]
@@ -276,11 +276,11 @@ class Connection:
             elif header.api_key == PRODUCE:
                 item.produce = read_produce_request(frame, header)
             elif header.api_key in (CREATE_TOPICS, DELETE_TOPICS, DELETE_RECORDS):
-                self.proxy.forget(None)  # offsets may be given again, or records gone
+                self.proxy.cache.forget()  # offsets may be given again, or records gone
         except ProtocolError as error:  # passed on as it is: the broker answers it
             log.debug("request api %d v%d not read: %s", header.api_key, header.api_version, error)
             if header.api_key == PRODUCE:
-                self.proxy.forget(None)  # records the cache cannot place
+                self.proxy.cache.forget()  # records the cache cannot place
         return frame
 
     def _cached(self, item: InFlight) -> bytes | None:
@@ -326,7 +326,8 @@ class Connection:
                 # No response will come: the records are on their way once written.
                 self.upstream_writer.write(framed(frame))
                 await self.upstream_writer.drain()
-                self.proxy.forget(item.produce.partitions)  # no offsets come back to place them
+                # No offsets come back to place them.
+                self.proxy.cache.forget(item.produce.partitions)
                 self.proxy.signal.produced(item.produce.partitions)
                 continue
             self.in_flight.append(item)
@@ -529,7 +530,7 @@ class FetchProxy:
             appended = read_produce_response(frame, version)
         except ProtocolError as error:
             log.debug("produce response v%d not read: %s", version, error)
-            self.forget(produce.partitions)
+            self.cache.forget(produce.partitions)
             return
         for partition, records in produce.records.items():
             where = appended.get(partition)
@@ -540,16 +541,9 @@ class FetchProxy:
                 or produce.transactional
             ):
                 # Not appended (or not as sent): whatever the broker holds, ask it.
-                self.cache.forget(partition)
+                self.cache.forget([partition])
             else:
                 self.cache.appended(partition, records, where.base_offset, where.log_start_offset)
-
-    def forget(self, partitions: Iterable[Partition] | None) -> None:
-        if partitions is None:
-            self.cache.forget(None)
-        else:
-            for partition in partitions:
-                self.cache.forget(partition)
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:

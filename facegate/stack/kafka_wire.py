@@ -248,10 +248,13 @@ def read_fetch_response(frame: bytes, version: int) -> FetchAnswer:
 @dataclass(frozen=True)
 class ProduceRequest:
     acks: int
-    partitions: frozenset[Partition]
-    transactional: bool = False
+    transactional: bool
     # Each partition's records (the record batches as the client sent them; None if null).
-    records: dict[Partition, bytes | None] = field(default_factory=dict)
+    records: dict[Partition, bytes | None]
+
+    @property
+    def partitions(self) -> frozenset[Partition]:
+        return frozenset(self.records)
 
 
 def read_produce_request(frame: bytes, header: RequestHeader) -> ProduceRequest:
@@ -273,7 +276,7 @@ def read_produce_request(frame: bytes, header: RequestHeader) -> ProduceRequest:
                 reader.tagged_fields()
         if compact:
             reader.tagged_fields()
-    return ProduceRequest(acks, frozenset(records), transactional, records)
+    return ProduceRequest(acks, transactional, records)
 
 
 @dataclass(frozen=True)

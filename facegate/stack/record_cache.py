@@ -30,6 +30,7 @@ from __future__ import annotations
 import bisect
 import struct
 from collections import deque
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from facegate.stack.kafka_wire import FetchRequest, Partition, PartitionAnswer
@@ -63,12 +64,22 @@ def at_offset(batch: bytes, base_offset: int) -> bytes:
     return struct.pack(">q", base_offset) + batch[8:]
 
 
+@dataclass(frozen=True)
+class HeldBatch:
+    base: int
+    end: int  # the offset after its last record
+    data: bytes
+
+
+def _base(batch: HeldBatch) -> int:
+    return batch.base
+
+
 @dataclass
 class HeldPartition:
     """A partition's held batches, ordered by base offset, and where its records end."""
 
-    bases: list[int] = field(default_factory=list)
-    batches: list[tuple[int, bytes]] = field(default_factory=list)  # (end offset, batch)
+    batches: list[HeldBatch] = field(default_factory=list)
     end: int = 0
     log_start_offset: int = 0
 
@@ -76,18 +87,16 @@ class HeldPartition:
         """The held batches from the one containing ``offset`` on, as long as they follow each
         other and fit in ``max_bytes`` (the first always: a fetch must make progress); None if
         no held batch contains ``offset``."""
-        at = bisect.bisect_right(self.bases, offset) - 1
-        if at < 0 or self.batches[at][0] <= offset:
+        at = bisect.bisect_right(self.batches, offset, key=_base) - 1
+        if at < 0 or self.batches[at].end <= offset:
             return None
-        parts = [self.batches[at][1]]
-        size, end = len(parts[0]), self.batches[at][0]
-        for base, (next_end, batch) in zip(
-            self.bases[at + 1 :], self.batches[at + 1 :], strict=True
-        ):
-            if base != end or size + len(batch) > max_bytes:
+        first = self.batches[at]
+        parts, size, end = [first.data], len(first.data), first.end
+        for batch in self.batches[at + 1 :]:
+            if batch.base != end or size + len(batch.data) > max_bytes:
                 break
-            parts.append(batch)
-            size, end = size + len(batch), next_end
+            parts.append(batch.data)
+            size, end = size + len(batch.data), batch.end
         return b"".join(parts)
 
 
@@ -121,29 +130,29 @@ class RecordCache:
             return
         count = readable_batch(records)
         if count is None or records is None or base_offset < 0:
-            self.forget(partition)
+            self.forget([partition])
             return
         held = self._partitions.get(partition)
         end = base_offset + count
         if held is None:
             held = self._partitions[partition] = HeldPartition(end=base_offset)
-        at = bisect.bisect_left(held.bases, base_offset)
-        overlaps = (at > 0 and held.batches[at - 1][0] > base_offset) or (
-            at < len(held.bases) and held.bases[at] < end
+        batches = held.batches
+        at = bisect.bisect_left(batches, base_offset, key=_base)
+        overlaps = (at > 0 and batches[at - 1].end > base_offset) or (
+            at < len(batches) and batches[at].base < end
         )
-        if overlaps or (base_offset < held.end and at == len(held.bases)):
+        if overlaps or (base_offset < held.end and at == len(batches)):
             # Offsets given twice: the partition was recreated behind the cache's back.
-            self.forget(partition)
+            self.forget([partition])
             held = self._partitions[partition] = HeldPartition(end=base_offset)
             at = 0
-        batch = at_offset(records, base_offset)
-        held.bases.insert(at, base_offset)
-        held.batches.insert(at, (end, batch))
+        batch = HeldBatch(base_offset, end, at_offset(records, base_offset))
+        held.batches.insert(at, batch)
         held.end = max(held.end, end)
         if log_start >= 0:
             held.log_start_offset = log_start
-        self._order.append((partition, base_offset, len(batch)))
-        self.size += len(batch)
+        self._order.append((partition, base_offset, len(batch.data)))
+        self.size += len(batch.data)
         while self.size > self.max_bytes and self._order:
             self._evict(*self._order.popleft())
 
@@ -152,20 +161,17 @@ class RecordCache:
         held = self._partitions.get(partition)
         if held is None:
             return
-        at = bisect.bisect_left(held.bases, base_offset)
-        if at < len(held.bases) and held.bases[at] == base_offset:
-            del held.bases[at]
+        at = bisect.bisect_left(held.batches, base_offset, key=_base)
+        if at < len(held.batches) and held.batches[at].base == base_offset:
             del held.batches[at]
 
-    def forget(self, partition: Partition | None = None) -> None:
-        """Stop answering for ``partition`` (every partition if None) until produces to it are
-        seen again."""
-        dropped = list(self._partitions) if partition is None else [partition]
-        for name in dropped:
-            held = self._partitions.pop(name, None)
-            if held is not None:
+    def forget(self, partitions: Iterable[Partition] | None = None) -> None:
+        """Stop answering for ``partitions`` (every partition if None) until produces to them
+        are seen again."""
+        for name in list(self._partitions) if partitions is None else partitions:
+            if self._partitions.pop(name, None) is not None:
                 self.forgotten += 1
-        if partition is None:
+        if partitions is None:
             self._order.clear()
             self.size = 0
         # Batches of a forgotten partition stay counted in ``size`` until their turn to be

@@ -131,7 +131,7 @@ def record_cache_answers(stack: LocalStack) -> int:
     counts on SIGUSR1)."""
     running = stack.table.running("broker")
     assert running is not None
-    log = stack.settings.state_dir / "logs" / "broker.log"
+    log = stack.log_path("broker")
     seen = len(log.read_text())
     os.kill(running.pid, signal.SIGUSR1)
     deadline = time.monotonic() + 10

@@ -33,11 +33,10 @@ pytestmark = pytest.mark.integration
 
 def tansu_address(stack: LocalStack) -> tuple[str, int]:
     """Where the stack's tansu listens behind its own proxy (from the proxy's log line)."""
-    for log in stack.settings.state_dir.rglob("broker.log"):
-        found = re.search(r"in front of the broker on ([\d.]+):(\d+)", log.read_text())
-        if found:
-            return found.group(1), int(found.group(2))
-    raise AssertionError("the broker's log names no upstream address")
+    log = stack.log_path("broker").read_text()
+    found = re.search(r"in front of the broker on ([\d.]+):(\d+)", log)
+    assert found, "the broker's log names no upstream address"
+    return found.group(1), int(found.group(2))
 
 
 @contextmanager
