@@ -20,7 +20,6 @@ from facegate.stack.binaries import prometheus_binary
 from facegate.stack.process import ProcessTable, wait_for_free_port
 from facegate.stack.services import (
     ServiceSpec,
-    fetch_proxy_runs,
     object_store_client,
     stack_services,
     state_file,
@@ -201,7 +200,7 @@ class LocalStack:
         if self.settings.with_mlflow:
             result["FACEGATE_MLFLOW_TRACKING_URI"] = f"http://{host}:{self.settings.mlflow_port}"
         chosen = self.settings.kafka.model_fields_set
-        if fetch_proxy_runs(self.settings) and "fetch_max_wait_ms" not in chosen:
+        if self.settings.broker_fetch_proxy and "fetch_max_wait_ms" not in chosen:
             # Behind the fetch proxy a record ends a consumer's wait, so the hot path can wait
             # as long as on Apache Kafka: idle consumers stop polling 50 times a second.
             result["FACEGATE_KAFKA_FETCH_MAX_WAIT_MS"] = str(PROXIED_FETCH_MAX_WAIT_MS)

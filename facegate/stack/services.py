@@ -60,15 +60,6 @@ def tansu_argv(url: str, storage: str, listen: str | None = None) -> list[str]:
     ]
 
 
-def fetch_proxy_runs(settings: StackSettings) -> bool:
-    """Whether the broker is tansu behind the fetch proxy, on either storage engine. (Until
-    2026-12-05 the S3 engine ran alone: its fetches came back empty within the proxy's 1 ms
-    wait. Since the proxy asks an answer that left records behind again with the client's wait,
-    and lets a woken fetch wait 10 ms, it serves S3 too: a hop 9.3-10.6 ms p50 against 15.3-15.7
-    with tansu alone, and the durable-restart tests pass.)"""
-    return settings.broker_fetch_proxy
-
-
 def proxied_tansu_argv(settings: StackSettings, storage: str) -> list[str]:
     """tansu behind the fetch proxy (``facegate/stack/fetch_proxy.py``): clients connect to the
     proxy at the broker port, which starts tansu on a free port and answers a waiting fetch when
@@ -107,7 +98,8 @@ def _broker(settings: StackSettings) -> ServiceSpec:
         storage, env, after = "memory://tansu/", {}, ()
 
     def argv() -> list[str]:
-        if fetch_proxy_runs(settings):
+        # Either storage engine (README, The local stack: S3 behind the proxy since 2026-12-05).
+        if settings.broker_fetch_proxy:
             return proxied_tansu_argv(settings, storage)
         return tansu_argv(url, storage)
 
