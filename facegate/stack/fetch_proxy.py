@@ -96,6 +96,11 @@ WOKEN_WAIT_MS = 10
 DEFAULT_RECORD_CACHE_MB = 64
 
 
+def _wake(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
+
+
 class ProduceSignal:
     """Per partition, how many produces have been acknowledged; wakes the fetches waiting on
     them."""
@@ -115,8 +120,7 @@ class ProduceSignal:
         for partition in partitions:
             self._versions[partition] = self._versions.get(partition, 0) + 1
             for waiter in self._waiters.pop(partition, []):
-                if not waiter.done():
-                    waiter.set_result(None)
+                _wake(waiter)
 
     async def wait_beyond(
         self, partitions: frozenset[Partition], seen: int, timeout_s: float
@@ -124,14 +128,16 @@ class ProduceSignal:
         """Wait for a produce to ``partitions`` beyond ``seen``; False if ``timeout_s`` ran out."""
         if self.version(partitions) != seen:
             return True
-        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        waiter: asyncio.Future[None] = loop.create_future()
         for partition in partitions:
             self._waiters.setdefault(partition, []).append(waiter)
+        # A timer ends the wait (``asyncio.wait_for`` adds a future and a coroutine per wait).
+        timer = loop.call_later(timeout_s, _wake, waiter)
         try:
-            await asyncio.wait_for(waiter, timeout_s)
-        except TimeoutError:
-            pass
+            await waiter
         finally:
+            timer.cancel()
             for partition in partitions:
                 waiters = self._waiters.get(partition)
                 if waiters and waiter in waiters:

@@ -32,8 +32,16 @@ class ProtocolError(ValueError):
     """A request or response this proxy cannot read."""
 
 
+INT8, INT16, INT32, INT64 = (struct.Struct(f) for f in (">b", ">h", ">i", ">q"))
+
+
 class Reader:
-    """Reads Kafka protocol primitives from a frame, classic and flexible ("compact") forms."""
+    """Reads Kafka protocol primitives from a frame, classic and flexible ("compact") forms.
+
+    Fixed-size fields are unpacked in place (``struct.Struct.unpack_from``, no slice): the
+    proxy reads every fetch and produce on the hot path, and a fetch names each partition of a
+    consumer's topics (8 of ``faces``), so ``fields`` reads a partition's fixed part at once.
+    """
 
     def __init__(self, data: bytes, offset: int = 0) -> None:
         self.data = data
@@ -47,19 +55,33 @@ class Reader:
         self.offset = end
         return chunk
 
+    def fields(self, layout: struct.Struct) -> tuple[int, ...]:
+        """The fixed-size fields of ``layout``, read at once."""
+        try:
+            values: tuple[int, ...] = layout.unpack_from(self.data, self.offset)
+        except struct.error:
+            end = self.offset + layout.size
+            raise ProtocolError(f"frame ends at {len(self.data)}, field needs {end}") from None
+        self.offset += layout.size
+        return values
+
     def int8(self) -> int:
-        return int(struct.unpack(">b", self.take(1))[0])
+        return self.fields(INT8)[0]
 
     def int16(self) -> int:
-        return int(struct.unpack(">h", self.take(2))[0])
+        return self.fields(INT16)[0]
 
     def int32(self) -> int:
-        return int(struct.unpack(">i", self.take(4))[0])
+        return self.fields(INT32)[0]
 
     def int64(self) -> int:
-        return int(struct.unpack(">q", self.take(8))[0])
+        return self.fields(INT64)[0]
 
     def uvarint(self) -> int:
+        data, at = self.data, self.offset
+        if at < len(data) and data[at] < 0x80:  # one byte: lengths and tags mostly are
+            self.offset = at + 1
+            return data[at]
         value, shift = 0, 0
         while True:
             byte = self.take(1)[0]
@@ -135,6 +157,17 @@ class FetchRequest:
         return frozenset(self.offsets)
 
 
+def _fetch_partition(version: int) -> tuple[struct.Struct, int]:
+    """A fetch request partition's fixed fields in ``version``: index, current leader epoch
+    (9+), fetch offset, last fetched epoch (12+), log start offset (5+), max bytes."""
+    layout = ">i" + ("i" if version >= 9 else "") + "q"
+    layout += ("i" if version >= 12 else "") + ("q" if version >= 5 else "") + "i"
+    return struct.Struct(layout), 2 if version >= 9 else 1
+
+
+FETCH_PARTITION = {version: _fetch_partition(version) for version in range(MAX_FETCH_VERSION + 1)}
+
+
 def read_fetch_request(frame: bytes, header: RequestHeader) -> FetchRequest:
     version = header.api_version
     if version > MAX_FETCH_VERSION:
@@ -154,19 +187,17 @@ def read_fetch_request(frame: bytes, header: RequestHeader) -> FetchRequest:
     if version >= 7:
         session_id = reader.int32()
         reader.int32()  # session epoch
+    # Each partition's fixed fields, and where its fetch offset is among them (see
+    # ``FETCH_PARTITION``); the partition's index comes first and its max bytes last.
+    layout, at_offset = FETCH_PARTITION[version]
     offsets, partition_max_bytes = {}, {}
     for _ in range(max(0, reader.array_length(compact))):
         name = reader.string(compact) or ""
         for _ in range(max(0, reader.array_length(compact))):
-            partition = (name, reader.int32())
-            if version >= 9:
-                reader.int32()  # current leader epoch
-            offsets[partition] = reader.int64()
-            if version >= 12:
-                reader.int32()  # last fetched epoch
-            if version >= 5:
-                reader.int64()  # log start offset
-            partition_max_bytes[partition] = reader.int32()
+            values = reader.fields(layout)
+            partition = (name, values[0])
+            offsets[partition] = values[at_offset]
+            partition_max_bytes[partition] = values[-1]
             if compact:
                 reader.tagged_fields()
         if compact:
@@ -201,8 +232,15 @@ class FetchAnswer:
         )
 
 
+# A fetch response partition's fixed fields, by version up to 5 (the same from there on).
+ANSWERED_PARTITION = {
+    version: struct.Struct(">ihq" + "q" * max(0, version - 3)) for version in range(6)
+}
+
+
 def read_fetch_response(frame: bytes, version: int) -> FetchAnswer:
     compact = version >= 12
+    layout = ANSWERED_PARTITION[min(version, 5)]
     reader = Reader(frame)
     answer = FetchAnswer()
     reader.int32()  # correlation id
@@ -217,17 +255,12 @@ def read_fetch_response(frame: bytes, version: int) -> FetchAnswer:
     for _ in range(max(0, reader.array_length(compact))):
         name = reader.string(compact) or ""
         for _ in range(max(0, reader.array_length(compact))):
-            partition = (name, reader.int32())
-            error = reader.int16()
-            high_watermark = reader.int64()
+            # Index, error, high watermark, last stable offset (4+), log start offset (5+).
+            index, error, high_watermark, *_ = reader.fields(layout)
             if error != 0:
                 answer.has_answer = True
             else:
-                answer.high_watermarks[partition] = high_watermark
-            if version >= 4:
-                reader.int64()  # last stable offset
-            if version >= 5:
-                reader.int64()  # log start offset
+                answer.high_watermarks[(name, index)] = high_watermark
             if version >= 4:
                 for _ in range(max(0, reader.array_length(compact))):
                     reader.int64()
@@ -378,6 +411,20 @@ class PartitionAnswer:
 MIN_WRITTEN_FETCH_VERSION = 4
 
 
+def _written_partition(version: int) -> struct.Struct:
+    """The fixed fields ``fetch_response`` writes for a partition: index, error, high watermark,
+    last stable offset, log start offset (5+), the aborted transactions' length (a one-byte
+    varint in compact versions), preferred read replica (11+)."""
+    layout = ">ihqq" + ("q" if version >= 5 else "") + ("B" if version >= 12 else "i")
+    return struct.Struct(layout + ("i" if version >= 11 else ""))
+
+
+WRITTEN_PARTITION = {
+    version: _written_partition(version)
+    for version in range(MIN_WRITTEN_FETCH_VERSION, MAX_FETCH_VERSION + 1)
+}
+
+
 def fetch_response(
     correlation_id: int, version: int, topics: dict[str, dict[int, PartitionAnswer]]
 ) -> bytes:
@@ -385,6 +432,7 @@ def fetch_response(
     if not MIN_WRITTEN_FETCH_VERSION <= version <= MAX_FETCH_VERSION:
         raise ProtocolError(f"Fetch v{version} responses are not written by the proxy")
     compact = version >= 12
+    layout = WRITTEN_PARTITION[version]
     writer = Writer(compact).pack(">i", correlation_id).tags().pack(">i", 0)  # throttle
     if version >= 7:
         writer.pack(">hi", 0, 0)  # error code, session id
@@ -392,14 +440,16 @@ def fetch_response(
     for name, partitions in topics.items():
         writer.string(name).length(len(partitions))
         for index, answer in partitions.items():
-            # Index, error, high watermark, last stable offset (no open transactions).
-            writer.pack(">ihqq", index, 0, answer.high_watermark, answer.high_watermark)
+            # Index, error, high watermark, last stable offset (no open transactions), log
+            # start offset (5+), no aborted transactions, no preferred read replica (11+).
+            fixed = [index, 0, answer.high_watermark, answer.high_watermark]
             if version >= 5:
-                writer.pack(">q", answer.log_start_offset)
-            writer.length(0)  # aborted transactions
+                fixed.append(answer.log_start_offset)
+            fixed.append(1 if compact else 0)
             if version >= 11:
-                writer.pack(">i", -1)  # preferred read replica: none
-            writer.length(len(answer.records)).raw(answer.records).tags()
+                fixed.append(-1)
+            writer.raw(layout.pack(*fixed)).length(len(answer.records)).raw(answer.records)
+            writer.tags()
         writer.tags()
     return writer.tags().out()
 

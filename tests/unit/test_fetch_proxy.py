@@ -40,6 +40,12 @@ def test_a_produce_wakes_only_the_fetches_of_its_partitions() -> None:
         # A produce before the wait began (the version moved past ``seen``) does not wait.
         signal.produced({("verdicts", 0)})
         at_once = await asyncio.wait_for(signal.wait_beyond(others, 0, 5.0), 0.1)
+        # A wait cancelled (its client went away) leaves nothing registered either.
+        cancelled = asyncio.create_task(signal.wait_beyond(frames, 1, 5.0))
+        await asyncio.sleep(0.01)
+        cancelled.cancel()
+        await asyncio.gather(cancelled, return_exceptions=True)
+        assert not any(signal._waiters.values())  # woken, timed out or cancelled: all gone
         return woken, timed_out, at_once
 
     assert asyncio.run(scenario()) == (True, True, True)

@@ -20,6 +20,7 @@ from facegate.stack.kafka_wire import (
     Appended,
     PartitionAnswer,
     ProtocolError,
+    Reader,
     cap_fetch_version,
     read_fetch_request,
     read_fetch_response,
@@ -35,6 +36,22 @@ from tests.kafka_frames import (
     produce_response,
     request_header,
 )
+
+
+def test_primitives_are_read_in_place_and_a_short_frame_is_an_error() -> None:
+    # A one-byte varint, then 150 and 2**28 in two and five bytes (protobuf's examples), a
+    # 16-bit and a 64-bit integer.
+    data = b"\x05\x96\x01\x80\x80\x80\x80\x01" + b"\xff\xfe" + (2**40).to_bytes(8, "big")
+    reader = Reader(data)
+    values = reader.uvarint(), reader.uvarint(), reader.uvarint(), reader.int16(), reader.int64()
+    assert values == (5, 150, 2**28, -2, 2**40)
+    assert reader.offset == len(data)
+    with pytest.raises(ProtocolError, match="field needs"):
+        Reader(b"\x00\x01\x02", 1).int32()
+    with pytest.raises(ProtocolError, match="field needs"):
+        Reader(b"\x96").uvarint()  # its second byte is missing
+    with pytest.raises(ProtocolError, match="longer than 5 bytes"):
+        Reader(b"\x80" * 6).uvarint()
 
 
 def has_answer(frame: bytes, version: int) -> bool:
