@@ -8,6 +8,8 @@ worker, so sketches from different workers of one model version are comparable.
 
 from __future__ import annotations
 
+from functools import cache
+
 import numpy as np
 import numpy.typing as npt
 
@@ -15,12 +17,15 @@ SKETCH_DIM = 16
 _SEED = 20260101
 
 
+@cache
 def projection(embedding_dim: int, sketch_dim: int = SKETCH_DIM) -> npt.NDArray[np.float32]:
-    """The (embedding_dim, sketch_dim) projection, the same in every process."""
+    """The (embedding_dim, sketch_dim) projection, the same in every process; made once per
+    shape (drawing it took as long as a batch's sketches) and read-only, as it is shared."""
     rng = np.random.default_rng(_SEED + embedding_dim)
     matrix: npt.NDArray[np.float32] = (
         rng.standard_normal((embedding_dim, sketch_dim)) / np.sqrt(sketch_dim)
     ).astype(np.float32)
+    matrix.flags.writeable = False
     return matrix
 
 
