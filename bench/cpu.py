@@ -11,17 +11,17 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from bench.memory import descendants
+from bench.memory import children_by_parent, descendants
 
 SELF = "bench client (publisher, verdict collector)"
 TICKS_PER_S = os.sysconf("SC_CLK_TCK")
 
 
-def cpu_seconds(pid: int, tree: bool = True) -> float:
+def cpu_seconds(pid: int, tree: bool = True, children: dict[int, list[int]] | None = None) -> float:
     """User plus system CPU seconds of a process, and of its descendants when ``tree`` (0 for a
-    vanished one)."""
+    vanished one); ``children`` as ``bench.memory.descendants`` takes it."""
     total = 0
-    for member in (pid, *descendants(pid)) if tree else (pid,):
+    for member in (pid, *descendants(pid, children)) if tree else (pid,):
         try:
             with open(f"/proc/{member}/stat") as handle:
                 fields = handle.read().rsplit(")", 1)[1].split()
@@ -40,7 +40,8 @@ class CpuMeter:
         self._started_at = 0.0
 
     def _sample(self) -> dict[str, float]:
-        sample = {name: cpu_seconds(pid) for name, pid in self.pids().items()}
+        children = children_by_parent()
+        sample = {name: cpu_seconds(pid, children=children) for name, pid in self.pids().items()}
         # Not its descendants: this process started the services it measures.
         sample[SELF] = cpu_seconds(os.getpid(), tree=False)
         return sample

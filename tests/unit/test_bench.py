@@ -291,6 +291,30 @@ def test_cpu_meter_leaves_the_services_this_process_started_out_of_its_own_share
     assert used["core_pct"][SELF] < used["core_pct"]["service"] / 2
 
 
+def test_rss_sampler_counts_a_services_children_and_keeps_its_peak() -> None:
+    from bench.memory import RssSampler
+
+    # A service whose child holds 64 MB for a moment (as MLflow's server runs its workers as
+    # children), then exits: the peak stays.
+    hold = "import time\nblock = bytearray(64 << 20)\ntime.sleep(1.5)"
+    parent = (
+        "import subprocess, sys\n"
+        f"subprocess.run([sys.executable, '-c', {hold!r}])\n"
+        "import time\ntime.sleep(0.5)"
+    )
+    service = subprocess.Popen([sys.executable, "-c", parent])
+    try:
+        sampler = RssSampler(lambda: {"service": service.pid}, period_s=0.1).start()
+        time.sleep(1.2)
+        during = dict(sampler.peak_mb)
+        service.wait(timeout=10)
+        peaks = sampler.stop()
+    finally:
+        service.kill()
+    # The child's block counted with its parent, and still the peak once both have exited.
+    assert peaks["service"] >= during["service"] > 64
+
+
 def test_all_cores_bound_runs_the_models_in_every_process_together() -> None:
     from bench.model_scaling import all_cores_fps
     from bench.models import probe_frames
