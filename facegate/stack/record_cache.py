@@ -108,7 +108,10 @@ class RecordCache:
         self.max_bytes = max_bytes
         self.size = 0
         self._partitions: dict[Partition, HeldPartition] = {}
-        self._order: deque[tuple[Partition, int, int]] = deque()  # (partition, base, size)
+        # Held batches, oldest first: (the partition's holder, base offset, size). An entry
+        # names the holder, not the partition, so that once a partition is forgotten (or
+        # recreated) its old entries can no longer evict a newer batch at the same offset.
+        self._order: deque[tuple[HeldPartition, int, int]] = deque()
         self.answered = 0
         self.forgotten = 0
 
@@ -151,16 +154,13 @@ class RecordCache:
         held.end = max(held.end, end)
         if log_start >= 0:
             held.log_start_offset = log_start
-        self._order.append((partition, base_offset, len(batch.data)))
+        self._order.append((held, base_offset, len(batch.data)))
         self.size += len(batch.data)
         while self.size > self.max_bytes and self._order:
             self._evict(*self._order.popleft())
 
-    def _evict(self, partition: Partition, base_offset: int, size: int) -> None:
+    def _evict(self, held: HeldPartition, base_offset: int, size: int) -> None:
         self.size -= size
-        held = self._partitions.get(partition)
-        if held is None:
-            return
         at = bisect.bisect_left(held.batches, base_offset, key=_base)
         if at < len(held.batches) and held.batches[at].base == base_offset:
             del held.batches[at]
@@ -169,13 +169,16 @@ class RecordCache:
         """Stop answering for ``partitions`` (every partition if None) until produces to them
         are seen again."""
         for name in list(self._partitions) if partitions is None else partitions:
-            if self._partitions.pop(name, None) is not None:
+            held = self._partitions.pop(name, None)
+            if held is not None:
+                held.batches.clear()  # their memory goes now
                 self.forgotten += 1
         if partitions is None:
             self._order.clear()
             self.size = 0
-        # Batches of a forgotten partition stay counted in ``size`` until their turn to be
-        # evicted comes (``_evict`` finds nothing left to delete).
+        # Batches of a forgotten partition stay counted in ``size`` until their entries' turn
+        # to be evicted comes (``_evict`` finds nothing left to delete): that keeps ``_order``
+        # bounded, as every entry is popped once the budget is spent.
 
     def answer(self, fetch: FetchRequest) -> dict[str, dict[int, PartitionAnswer]] | None:
         """The answer to ``fetch`` from held batches (topic -> partition -> answer, in the

@@ -132,6 +132,21 @@ def test_offsets_given_again_mean_the_partition_was_recreated() -> None:
     assert answer["frames"][0].high_watermark == 1
 
 
+def test_a_recreated_partitions_old_batches_leave_without_taking_its_new_ones() -> None:
+    one = batch(b"x" * 400)
+    cache = RecordCache(3 * len(one))
+    cache.appended(P0, batch(b"x" * 400), 0)
+    cache.appended(P0, batch(b"y" * 400), 0)  # offset 0 again: recreated, the old batch forgotten
+    # Its entry in the eviction queue does not keep the forgotten batch's bytes alive.
+    assert cache._order[0][0].batches == []
+    cache.appended(P1, batch(b"z" * 400), 0)
+    cache.appended(P1, batch(b"z" * 400), 1)  # over budget: the oldest entry (the old 0) goes
+    assert cache.size <= cache.max_bytes
+    answer = cache.answer(fetch({P0: 0}))
+    assert answer is not None  # the new batch at offset 0 is still held
+    assert b"y" * 400 in answer["frames"][0].records
+
+
 def test_an_acknowledgement_arriving_late_fills_the_gap_before_a_later_batch() -> None:
     cache = RecordCache(1 << 20)
     cache.appended(P0, batch(b"c"), 12)  # answered first, on another connection
