@@ -632,8 +632,11 @@ async def serve(
         cache_bytes >> 20,
     )
 
+    def counts() -> str:
+        return f"{proxy.counts.line()}; {proxy.cache.line()}"
+
     def log_counts() -> None:
-        log.info("%s; %s", proxy.counts.line(), proxy.cache.line())
+        log.info("%s", counts())
 
     async def report() -> None:
         while True:
@@ -650,13 +653,7 @@ async def serve(
     finally:
         reporter.cancel()
         server.close()
-    log.info(
-        "broker exited with code %d (%s); %s; %s",
-        code,
-        last_line[0],
-        proxy.counts.line(),
-        proxy.cache.line(),
-    )
+    log.info("broker exited with code %d (%s); %s", code, last_line[0], counts())
     return code
 
 
