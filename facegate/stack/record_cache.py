@@ -28,12 +28,18 @@ and their committed offsets. The cache only spares it the reads of what it just 
 from __future__ import annotations
 
 import bisect
-import struct
 from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from facegate.stack.kafka_wire import FetchRequest, Partition, PartitionAnswer
+from facegate.stack.kafka_wire import (
+    INT16,
+    INT32,
+    INT64,
+    FetchRequest,
+    Partition,
+    PartitionAnswer,
+)
 
 # Record batch v2 (magic 2) header: base offset (8 bytes), batch length (4), partition leader
 # epoch (4), magic (1), crc (4), attributes (2), last offset delta (4), ...; 61 bytes in all.
@@ -48,20 +54,20 @@ def readable_batch(records: bytes | None) -> int | None:
     magic 2 the cache may hold; None if not."""
     if records is None or len(records) < BATCH_HEADER_BYTES:
         return None
-    (length,) = struct.unpack_from(">i", records, 8)
+    (length,) = INT32.unpack_from(records, 8)
     if 12 + length != len(records) or records[_MAGIC_AT] != 2:
         return None
-    (attributes,) = struct.unpack_from(">h", records, _ATTRIBUTES_AT)
+    (attributes,) = INT16.unpack_from(records, _ATTRIBUTES_AT)
     if attributes & _NOT_CACHED_ATTRIBUTES:
         return None
-    (last_offset_delta,) = struct.unpack_from(">i", records, _LAST_DELTA_AT)
+    (last_offset_delta,) = INT32.unpack_from(records, _LAST_DELTA_AT)
     return last_offset_delta + 1 if last_offset_delta >= 0 else None
 
 
 def at_offset(batch: bytes, base_offset: int) -> bytes:
     """The batch with the base offset the broker gave it (outside the batch's CRC, which covers
     the bytes from the attributes on)."""
-    return struct.pack(">q", base_offset) + batch[8:]
+    return INT64.pack(base_offset) + batch[8:]
 
 
 @dataclass(frozen=True)
